@@ -1,0 +1,334 @@
+//! Mandats and autorisations: durations, derived status, supersession, visibility.
+//!
+//! Nothing here is stored: status is always computed from the creation instant, the
+//! expiry instant and the revocation instants of the autorisations.
+
+use crate::{Demarche, Timestamp};
+
+/// The four durations a usager may choose. Expiry = creation + duration, exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Duree {
+    /// « expire demain »
+    UnJour,
+    UnMois,
+    SixMois,
+    UnAn,
+}
+
+impl Duree {
+    pub const ALL: [Duree; 4] = [Duree::UnJour, Duree::UnMois, Duree::SixMois, Duree::UnAn];
+
+    pub const fn days(self) -> i64 {
+        match self {
+            Duree::UnJour => 1,
+            Duree::UnMois => 31,
+            Duree::SixMois => 182,
+            Duree::UnAn => 365,
+        }
+    }
+
+    pub fn from_days(days: i64) -> Option<Duree> {
+        Duree::ALL.into_iter().find(|d| d.days() == days)
+    }
+
+    pub const fn label(self) -> &'static str {
+        match self {
+            Duree::UnJour => "1 jour (le mandat expire demain)",
+            Duree::UnMois => "1 mois (31 jours)",
+            Duree::SixMois => "6 mois (182 jours)",
+            Duree::UnAn => "1 an (365 jours)",
+        }
+    }
+
+    pub fn expiry(self, created_at: Timestamp) -> Timestamp {
+        created_at.plus_days(self.days())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Active,
+    Expired,
+    Revoked,
+}
+
+impl Status {
+    pub const fn label(self) -> &'static str {
+        match self {
+            Status::Active => "actif",
+            Status::Expired => "expiré",
+            Status::Revoked => "révoqué",
+        }
+    }
+}
+
+/// What the store knows of one autorisation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AutorisationFacts {
+    pub id: i64,
+    pub demarche: Demarche,
+    pub revoked_at: Option<Timestamp>,
+}
+
+impl AutorisationFacts {
+    fn revoked_by(&self, now: Timestamp) -> bool {
+        self.revoked_at.is_some_and(|r| r <= now)
+    }
+
+    /// Status of this autorisation within a mandat expiring at `expires_at`.
+    /// A revocation that happened before expiry wins over expiry.
+    pub fn status(&self, expires_at: Timestamp, now: Timestamp) -> Status {
+        match self.revoked_at {
+            Some(r) if r <= now && r < expires_at => Status::Revoked,
+            _ if now >= expires_at => Status::Expired,
+            _ => Status::Active,
+        }
+    }
+}
+
+/// What the store knows of one mandat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MandatFacts {
+    pub id: i64,
+    pub organisation_id: i64,
+    pub usager_id: i64,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub autorisations: Vec<AutorisationFacts>,
+}
+
+/// How long an ended mandat stays in lists.
+pub const LIST_RETENTION_DAYS: i64 = 365;
+
+impl MandatFacts {
+    /// Active: not expired and at least one autorisation not revoked.
+    /// Revoked: every autorisation revoked before expiry. Expired otherwise.
+    pub fn status(&self, now: Timestamp) -> Status {
+        let all_revoked_before_expiry = !self.autorisations.is_empty()
+            && self
+                .autorisations
+                .iter()
+                .all(|a| a.status(self.expires_at, now) == Status::Revoked);
+        if all_revoked_before_expiry {
+            Status::Revoked
+        } else if now >= self.expires_at {
+            Status::Expired
+        } else if self.autorisations.iter().any(|a| !a.revoked_by(now)) {
+            Status::Active
+        } else {
+            Status::Revoked
+        }
+    }
+
+    /// The instant the mandat stopped being usable, if it has.
+    pub fn ended_at(&self, now: Timestamp) -> Option<Timestamp> {
+        match self.status(now) {
+            Status::Active => None,
+            Status::Expired => Some(self.expires_at),
+            Status::Revoked => self.autorisations.iter().filter_map(|a| a.revoked_at).max(),
+        }
+    }
+
+    /// Mandats expired or revoked for more than 365 days are left out of lists.
+    /// They are never deleted.
+    pub fn shown_in_lists(&self, now: Timestamp) -> bool {
+        match self.ended_at(now) {
+            None => true,
+            Some(end) => now <= end.plus_days(LIST_RETENTION_DAYS),
+        }
+    }
+
+    /// Démarches this mandat lets an aidant act for, at `now`.
+    pub fn active_demarches(&self, now: Timestamp) -> Vec<Demarche> {
+        self.autorisations
+            .iter()
+            .filter(|a| a.status(self.expires_at, now) == Status::Active)
+            .map(|a| a.demarche)
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MandatError {
+    #[error("choisissez au moins une démarche")]
+    NoDemarche,
+    #[error("la structure n'est pas autorisée à faire ces démarches : {}", Demarche::join(.0))]
+    DemarchesNotAllowed(Vec<Demarche>),
+    #[error("le mandat ne concerne pas cet usager et cette structure")]
+    OtherParty,
+}
+
+/// What creating a mandat changes: the new mandat and the autorisations it revokes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MandatPlan {
+    pub organisation_id: i64,
+    pub usager_id: i64,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub duree: Duree,
+    pub demarches: Vec<Demarche>,
+    /// Autorisation ids superseded by the new mandat (same usager, organisation and démarche).
+    pub superseded: Vec<i64>,
+}
+
+/// Decides a new mandat: the démarches must be allowed for the organisation, and the
+/// active autorisations of the same démarches held by the same usager and organisation
+/// are superseded; the others stay untouched.
+pub fn plan_new_mandat(
+    organisation_id: i64,
+    allowed: &[Demarche],
+    usager_id: i64,
+    demarches: &[Demarche],
+    duree: Duree,
+    existing: &[MandatFacts],
+    now: Timestamp,
+) -> Result<MandatPlan, MandatError> {
+    let mut demarches = demarches.to_vec();
+    demarches.sort();
+    demarches.dedup();
+    if demarches.is_empty() {
+        return Err(MandatError::NoDemarche);
+    }
+    let refused: Vec<Demarche> = demarches
+        .iter()
+        .copied()
+        .filter(|d| !allowed.contains(d))
+        .collect();
+    if !refused.is_empty() {
+        return Err(MandatError::DemarchesNotAllowed(refused));
+    }
+    let mut superseded = Vec::new();
+    for m in existing {
+        if m.organisation_id != organisation_id || m.usager_id != usager_id {
+            return Err(MandatError::OtherParty);
+        }
+        for a in &m.autorisations {
+            if demarches.contains(&a.demarche) && a.status(m.expires_at, now) == Status::Active {
+                superseded.push(a.id);
+            }
+        }
+    }
+    Ok(MandatPlan {
+        organisation_id,
+        usager_id,
+        created_at: now,
+        expires_at: duree.expiry(now),
+        duree,
+        demarches,
+        superseded,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Demarche::*;
+
+    const T0: Timestamp = Timestamp::from_micros(1_800_000_000_000_000);
+
+    fn mandat(id: i64, created: Timestamp, duree: Duree, auts: &[(i64, Demarche)]) -> MandatFacts {
+        MandatFacts {
+            id,
+            organisation_id: 1,
+            usager_id: 7,
+            created_at: created,
+            expires_at: duree.expiry(created),
+            autorisations: auts
+                .iter()
+                .map(|&(id, demarche)| AutorisationFacts { id, demarche, revoked_at: None })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn durations_are_1_31_182_365_days() {
+        assert_eq!(Duree::ALL.map(|d| d.days()), [1, 31, 182, 365]);
+        assert_eq!(Duree::from_days(31), Some(Duree::UnMois));
+        assert_eq!(Duree::from_days(30), None);
+        assert_eq!(Duree::from_days(366), None);
+        assert_eq!(Duree::UnAn.expiry(T0), T0.plus_days(365));
+    }
+
+    #[test]
+    fn expiry_happens_at_the_exact_instant() {
+        let m = mandat(1, T0, Duree::UnJour, &[(10, Social)]);
+        let expiry = T0.plus_days(1);
+        assert_eq!(m.status(Timestamp::from_micros(expiry.micros() - 1)), Status::Active);
+        assert_eq!(m.status(expiry), Status::Expired);
+        assert_eq!(m.active_demarches(expiry), vec![]);
+        assert_eq!(m.active_demarches(Timestamp::from_micros(expiry.micros() - 1)), vec![Social]);
+    }
+
+    #[test]
+    fn revoking_every_autorisation_revokes_the_mandat_one_keeps_it_active() {
+        let mut m = mandat(1, T0, Duree::UnMois, &[(10, Social), (11, Argent)]);
+        let t = T0.plus_days(2);
+        m.autorisations[0].revoked_at = Some(t);
+        assert_eq!(m.status(t), Status::Active);
+        assert_eq!(m.active_demarches(t), vec![Argent]);
+        m.autorisations[1].revoked_at = Some(t.plus_seconds(1));
+        assert_eq!(m.status(t), Status::Active, "a future revocation has not happened yet");
+        assert_eq!(m.status(t.plus_seconds(1)), Status::Revoked);
+        assert_eq!(m.status(T0.plus_days(40)), Status::Revoked, "revoked before expiry stays revoked");
+        assert_eq!(m.ended_at(T0.plus_days(40)), Some(t.plus_seconds(1)));
+    }
+
+    #[test]
+    fn revocation_after_expiry_leaves_the_mandat_expired() {
+        let mut m = mandat(1, T0, Duree::UnJour, &[(10, Social)]);
+        m.autorisations[0].revoked_at = Some(T0.plus_days(3));
+        assert_eq!(m.status(T0.plus_days(4)), Status::Expired);
+        assert_eq!(m.ended_at(T0.plus_days(4)), Some(T0.plus_days(1)));
+    }
+
+    #[test]
+    fn ended_mandats_leave_lists_after_365_days_but_not_before() {
+        let m = mandat(1, T0, Duree::UnJour, &[(10, Social)]);
+        let end = T0.plus_days(1);
+        assert!(m.shown_in_lists(T0));
+        assert!(m.shown_in_lists(end.plus_days(365)));
+        assert!(!m.shown_in_lists(Timestamp::from_micros(end.plus_days(365).micros() + 1)));
+        let mut r = mandat(2, T0, Duree::UnAn, &[(20, Argent)]);
+        r.autorisations[0].revoked_at = Some(T0.plus_days(10));
+        assert!(r.shown_in_lists(T0.plus_days(375)));
+        assert!(!r.shown_in_lists(T0.plus_days(376)));
+    }
+
+    #[test]
+    fn supersession_revokes_same_demarches_and_keeps_the_others() {
+        let old = mandat(1, T0, Duree::UnAn, &[(10, Social), (11, Argent), (12, Logement)]);
+        let now = T0.plus_days(30);
+        let plan = plan_new_mandat(1, &Demarche::ALL, 7, &[Argent, Social, Famille], Duree::UnMois, &[old], now).unwrap();
+        assert_eq!(plan.superseded, vec![10, 11]);
+        assert_eq!(plan.demarches, vec![Famille, Social, Argent]);
+        assert_eq!(plan.expires_at, now.plus_days(31));
+    }
+
+    #[test]
+    fn supersession_ignores_expired_and_already_revoked_autorisations() {
+        let expired = mandat(1, T0, Duree::UnJour, &[(10, Social)]);
+        let mut revoked = mandat(2, T0, Duree::UnAn, &[(20, Social), (21, Argent)]);
+        revoked.autorisations[0].revoked_at = Some(T0.plus_days(1));
+        let now = T0.plus_days(5);
+        let plan = plan_new_mandat(1, &Demarche::ALL, 7, &[Social, Argent], Duree::UnAn, &[expired, revoked], now).unwrap();
+        assert_eq!(plan.superseded, vec![21]);
+    }
+
+    #[test]
+    fn restricted_organisation_limits_new_mandats() {
+        let err = plan_new_mandat(1, &[Social, Logement], 7, &[Social, Argent, Justice], Duree::UnAn, &[], T0).unwrap_err();
+        assert_eq!(err, MandatError::DemarchesNotAllowed(vec![Argent, Justice]));
+        assert!(plan_new_mandat(1, &[Social, Logement], 7, &[Logement], Duree::UnAn, &[], T0).is_ok());
+        assert_eq!(plan_new_mandat(1, &Demarche::ALL, 7, &[], Duree::UnAn, &[], T0).unwrap_err(), MandatError::NoDemarche);
+    }
+
+    #[test]
+    fn mandats_of_another_party_are_refused_as_input() {
+        let mut other = mandat(1, T0, Duree::UnAn, &[(10, Social)]);
+        other.organisation_id = 2;
+        assert_eq!(
+            plan_new_mandat(1, &Demarche::ALL, 7, &[Social], Duree::UnAn, &[other], T0).unwrap_err(),
+            MandatError::OtherParty
+        );
+    }
+}

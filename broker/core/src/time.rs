@@ -1,0 +1,119 @@
+//! Instants, stored as whole microseconds since the Unix epoch (UTC).
+//!
+//! One integer type on every backend keeps comparisons exact and makes the journal's
+//! canonical encoding independent of how a database renders dates.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+/// A UTC instant with microsecond precision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(i64);
+
+pub const MICROS_PER_DAY: i64 = 86_400 * 1_000_000;
+
+impl Timestamp {
+    pub fn now() -> Self {
+        Self(Utc::now().timestamp_micros())
+    }
+
+    pub const fn from_micros(micros: i64) -> Self {
+        Self(micros)
+    }
+
+    pub const fn micros(self) -> i64 {
+        self.0
+    }
+
+    pub fn plus_days(self, days: i64) -> Self {
+        Self(self.0 + days * MICROS_PER_DAY)
+    }
+
+    pub fn plus_seconds(self, seconds: i64) -> Self {
+        Self(self.0 + seconds * 1_000_000)
+    }
+
+    /// RFC 3339 in UTC with exactly six fractional digits, e.g. `2026-11-23T16:41:37.000000Z`.
+    pub fn rfc3339(self) -> String {
+        self.datetime().to_rfc3339_opts(SecondsFormat::Micros, true)
+    }
+
+    /// Reads an RFC 3339 instant (any offset), kept to the microsecond.
+    pub fn parse_rfc3339(text: &str) -> Option<Self> {
+        DateTime::parse_from_rfc3339(text).ok().map(|d| Self(d.with_timezone(&Utc).timestamp_micros()))
+    }
+
+    pub fn datetime(self) -> DateTime<Utc> {
+        DateTime::from_timestamp_micros(self.0).unwrap_or(DateTime::<Utc>::MIN_UTC)
+    }
+
+    /// Date as French readers expect it, e.g. `23/11/2026`.
+    pub fn french_date(self) -> String {
+        self.datetime().format("%d/%m/%Y").to_string()
+    }
+
+    pub fn unix_seconds(self) -> u64 {
+        u64::try_from(self.0.div_euclid(1_000_000)).unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_has_six_fraction_digits_and_z() {
+        let t = Timestamp::from_micros(1_700_000_000_000_001);
+        assert_eq!(t.rfc3339(), "2023-11-14T22:13:20.000001Z");
+        assert_eq!(Timestamp::from_micros(0).rfc3339(), "1970-01-01T00:00:00.000000Z");
+    }
+
+    #[test]
+    fn rfc3339_round_trips_to_the_microsecond() {
+        let t = Timestamp::from_micros(1_700_000_000_123_456);
+        assert_eq!(Timestamp::parse_rfc3339(&t.rfc3339()), Some(t));
+        assert_eq!(Timestamp::parse_rfc3339("2023-11-14T23:13:20.123456+01:00"), Some(t));
+        assert_eq!(Timestamp::parse_rfc3339("hier"), None);
+    }
+
+    #[test]
+    fn days_are_exact_multiples_of_24_hours() {
+        let t = Timestamp::from_micros(5);
+        assert_eq!(t.plus_days(1).micros(), 5 + 86_400_000_000);
+        assert_eq!(t.plus_days(365).micros() - t.micros(), 365 * MICROS_PER_DAY);
+    }
+}
+
+/// Where "now" comes from: the system clock in service, a settable one in tests.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> Timestamp;
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
+    }
+}
+
+/// A clock that only moves when told to.
+#[derive(Debug)]
+pub struct ManualClock(std::sync::Mutex<Timestamp>);
+
+impl ManualClock {
+    pub fn new(start: Timestamp) -> Self {
+        Self(std::sync::Mutex::new(start))
+    }
+
+    pub fn advance_seconds(&self, seconds: i64) {
+        let mut t = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *t = t.plus_seconds(seconds);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}

@@ -1,0 +1,275 @@
+//! What the identity provider reads and writes in the database: registered clients, the
+//! usagers an aidant may act for, the check of an autorisation at the instant a code is
+//! issued, and the disclosure of an identity at `/userinfo` with its journal entry.
+
+use crate::admin::Client;
+use crate::journal;
+use crate::oidc_state::AccessGrant;
+use crate::schema::{autorisations, mandats, oidc_clients, oidc_token_uses, usagers};
+use crate::{AnyConnection, Db, StoreError};
+use broker_core::identite::IdentitePivot;
+use broker_core::journal::{Action, Entry};
+use broker_core::{Demarche, Timestamp};
+use diesel::prelude::*;
+
+/// An active client by its id (exact match).
+pub fn find_client(db: &Db, client_id: &str) -> Result<Option<Client>, StoreError> {
+    db.read(|c| {
+        Ok(oidc_clients::table
+            .filter(oidc_clients::client_id.eq(client_id))
+            .filter(oidc_clients::active.eq(true))
+            .select(Client::as_select())
+            .first(c)
+            .optional()?)
+    })
+}
+
+/// One active autorisation of a usager, as the aidant may pick it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActiveAutorisation {
+    pub demarche: Demarche,
+    pub autorisation_id: i64,
+    pub mandat_id: i64,
+    pub expires_at: Timestamp,
+}
+
+/// A usager the aidant may act for, with the démarches they may act on.
+#[derive(Clone)]
+pub struct Candidate {
+    pub usager_id: i64,
+    pub given_name: String,
+    pub family_name: String,
+    pub preferred_username: Option<String>,
+    pub birthdate: String,
+    /// In the canonical order of [`Demarche::ALL`].
+    pub autorisations: Vec<ActiveAutorisation>,
+    /// The most recent creation among those autorisations (lists are sorted by it).
+    pub latest: Timestamp,
+}
+
+impl std::fmt::Debug for Candidate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Candidate").field("usager_id", &self.usager_id).field("autorisations", &self.autorisations).finish_non_exhaustive()
+    }
+}
+
+/// Usager (id, given name, usage name, family name, birthdate), autorisation (id,
+/// démarche), mandat (id, expiry) and the autorisation's creation.
+type AutRow = (i64, String, Option<String>, String, String, i64, String, i64, i64, i64);
+
+fn active_rows(c: &mut AnyConnection, organisation_id: i64, usager: Option<i64>, allowed: &[Demarche], now: Timestamp) -> Result<Vec<AutRow>, StoreError> {
+    let keys: Vec<&str> = allowed.iter().map(|d| d.key()).collect();
+    let mut q = autorisations::table
+        .inner_join(mandats::table.inner_join(usagers::table))
+        .filter(mandats::organisation_id.eq(organisation_id))
+        .filter(mandats::expires_at.gt(now.micros()))
+        .filter(autorisations::revoked_at.is_null())
+        .filter(autorisations::demarche.eq_any(keys))
+        .select((
+            usagers::id,
+            usagers::given_name,
+            usagers::preferred_username,
+            usagers::family_name,
+            usagers::birthdate,
+            autorisations::id,
+            autorisations::demarche,
+            mandats::id,
+            mandats::expires_at,
+            autorisations::created_at,
+        ))
+        .into_boxed();
+    if let Some(u) = usager {
+        q = q.filter(usagers::id.eq(u));
+    }
+    Ok(q.load::<AutRow>(c)?)
+}
+
+fn fold(s: &str) -> String {
+    s.chars()
+        .flat_map(char::to_lowercase)
+        .map(|ch| match ch {
+            'à' | 'â' | 'ä' | 'á' | 'ã' => 'a',
+            'ç' => 'c',
+            'é' | 'è' | 'ê' | 'ë' => 'e',
+            'î' | 'ï' | 'í' => 'i',
+            'ô' | 'ö' | 'ó' => 'o',
+            'ù' | 'û' | 'ü' | 'ú' => 'u',
+            'ÿ' => 'y',
+            '-' | '\'' | '’' => ' ',
+            other => other,
+        })
+        .collect()
+}
+
+/// Whether every word of `search` starts a word of the usager's names (case and
+/// accents ignored).
+fn matches(search: &str, names: &[&str]) -> bool {
+    let words: Vec<String> = names.iter().flat_map(|n| fold(n).split_whitespace().map(str::to_owned).collect::<Vec<_>>()).collect();
+    fold(search).split_whitespace().all(|w| words.iter().any(|n| n.starts_with(w)))
+}
+
+/// The usagers with at least one active autorisation in `organisation_id` for one of the
+/// `allowed` démarches at `now`, most recent autorisation first; `search` keeps those
+/// whose names start with each of its words.
+pub fn candidates(db: &Db, organisation_id: i64, allowed: &[Demarche], now: Timestamp, search: Option<&str>) -> Result<Vec<Candidate>, StoreError> {
+    let mut out = group(db.read(|c| active_rows(c, organisation_id, None, allowed, now))?);
+    if let Some(s) = search.map(str::trim).filter(|s| !s.is_empty()) {
+        out.retain(|c| matches(s, &[&c.given_name, &c.family_name, c.preferred_username.as_deref().unwrap_or("")]));
+    }
+    out.sort_by(|a, b| b.latest.cmp(&a.latest).then(a.usager_id.cmp(&b.usager_id)));
+    Ok(out)
+}
+
+/// One usager as [`candidates`] lists them, if they have an active autorisation in
+/// `organisation_id` among `allowed` at `now`.
+pub fn candidate(db: &Db, organisation_id: i64, usager_id: i64, allowed: &[Demarche], now: Timestamp) -> Result<Option<Candidate>, StoreError> {
+    Ok(group(db.read(|c| active_rows(c, organisation_id, Some(usager_id), allowed, now))?).pop())
+}
+
+/// The usager's active autorisations in `organisation_id` among `allowed` at `now`.
+pub fn usager_autorisations(db: &Db, organisation_id: i64, usager_id: i64, allowed: &[Demarche], now: Timestamp) -> Result<Vec<ActiveAutorisation>, StoreError> {
+    Ok(candidate(db, organisation_id, usager_id, allowed, now)?.map(|c| c.autorisations).unwrap_or_default())
+}
+
+/// Rows to one candidate per usager, autorisations in the canonical démarche order.
+fn group(rows: Vec<AutRow>) -> Vec<Candidate> {
+    let mut out: Vec<Candidate> = Vec::new();
+    for (usager_id, given, preferred, family, birthdate, aut_id, demarche, mandat_id, expires, created) in rows {
+        let Some(d) = Demarche::from_key(&demarche) else { continue };
+        let a = ActiveAutorisation { demarche: d, autorisation_id: aut_id, mandat_id, expires_at: Timestamp::from_micros(expires) };
+        match out.iter_mut().find(|c| c.usager_id == usager_id) {
+            Some(cand) => {
+                cand.autorisations.push(a);
+                cand.latest = cand.latest.max(Timestamp::from_micros(created));
+            }
+            None => out.push(Candidate {
+                usager_id,
+                given_name: given,
+                family_name: family,
+                preferred_username: preferred,
+                birthdate,
+                autorisations: vec![a],
+                latest: Timestamp::from_micros(created),
+            }),
+        }
+    }
+    for c in &mut out {
+        c.autorisations.sort_by_key(|a| Demarche::ALL.iter().position(|d| *d == a.demarche));
+    }
+    out
+}
+
+/// The usager's broker key (`sub`) and names, for the pages and the id_token.
+pub fn usager_sub(db: &Db, usager_id: i64) -> Result<String, StoreError> {
+    db.read(|c| {
+        usagers::table
+            .find(usager_id)
+            .select(usagers::sub_hash)
+            .first(c)
+            .optional()?
+            .ok_or_else(|| StoreError::NotFound("usager inconnu".into()))
+    })
+}
+
+/// What `/userinfo` may answer for one access token.
+pub enum Disclosure {
+    /// The identity, disclosed now and journaled, and the client it goes to.
+    Identity(Box<(IdentitePivot, Client)>),
+    /// The client is no longer active: nothing is disclosed.
+    ClientInactive,
+    /// The autorisation is no longer active (revoked, or its mandat expired).
+    NotActive,
+    /// The token has already served its disclosure.
+    AlreadyUsed,
+}
+
+type IdentityRow = (String, String, Option<String>, String, String, String, String, Option<String>);
+/// Revocation, expiry, organisation, usager and démarche of an autorisation.
+type AutorisationRow = (Option<i64>, i64, i64, i64, String);
+
+/// The usager's identity when the grant's autorisation is still active at `now` (one
+/// query: autorisation, mandat and usager).
+fn active_identity(c: &mut AnyConnection, g: &AccessGrant, now: Timestamp) -> Result<Option<IdentitePivot>, StoreError> {
+    let row: Option<(AutorisationRow, IdentityRow)> = autorisations::table
+        .inner_join(mandats::table.inner_join(usagers::table))
+        .filter(autorisations::id.eq(g.autorisation_id))
+        .select((
+            (autorisations::revoked_at, mandats::expires_at, mandats::organisation_id, mandats::usager_id, autorisations::demarche),
+            (
+                usagers::given_name,
+                usagers::family_name,
+                usagers::preferred_username,
+                usagers::birthdate,
+                usagers::gender,
+                usagers::birthplace,
+                usagers::birthcountry,
+                usagers::email,
+            ),
+        ))
+        .first(c)
+        .optional()?;
+    let Some(((revoked, expires, org, usager, demarche), id)) = row else { return Ok(None) };
+    let active = revoked.is_none() && now.micros() < expires && org == g.organisation_id && usager == g.usager_id && demarche == g.demarche;
+    if !active {
+        return Ok(None);
+    }
+    let (given_name, family_name, preferred_username, birthdate, gender, birthplace, birthcountry, email) = id;
+    Ok(Some(IdentitePivot { given_name, family_name, preferred_username, birthdate, gender, birthplace, birthcountry, email: email.unwrap_or_default() }))
+}
+
+/// Discloses the usager's identity for the access token whose hash is `token_hash`: in one
+/// transaction, checks that the autorisation is still active at `now`, marks the token
+/// used and appends the `autorisation_used` journal entry. Nothing is written when the
+/// answer is not [`Disclosure::Identity`].
+pub fn disclose(db: &Db, token_hash: &str, g: &AccessGrant, now: Timestamp) -> Result<Disclosure, StoreError> {
+    let out = db.write(|c| {
+        let Some(identity) = active_identity(c, g, now)? else {
+            return Ok(Disclosure::NotActive);
+        };
+        let client = oidc_clients::table
+            .filter(oidc_clients::client_id.eq(&g.client_id))
+            .filter(oidc_clients::active.eq(true))
+            .select(Client::as_select())
+            .first(c)
+            .optional()?;
+        let Some(client) = client else { return Ok(Disclosure::ClientInactive) };
+        // A second use hits the primary key (mapped to `AlreadyUsed` below).
+        diesel::insert_into(oidc_token_uses::table)
+            .values((oidc_token_uses::token_hash.eq(token_hash), oidc_token_uses::used_at.eq(now.micros())))
+            .execute(c)?;
+        let mut e = Entry::new(Action::AutorisationUsed)
+            .aidant(g.aidant_id)
+            .organisation(g.organisation_id)
+            .usager(g.usager_id)
+            .mandat(g.mandat_id)
+            .autorisation(g.autorisation_id)
+            .client(g.client_id.clone());
+        if let Some(d) = Demarche::from_key(&g.demarche) {
+            e = e.demarche(d);
+        }
+        journal::append(c, &[e])?;
+        Ok(Disclosure::Identity(Box::new((identity, client))))
+    });
+    match out {
+        // Two requests racing with one token: the loser's insert hits the primary key.
+        Err(StoreError::Database(diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _))) => {
+            Ok(Disclosure::AlreadyUsed)
+        }
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::matches;
+
+    #[test]
+    fn search_ignores_case_accents_and_matches_word_starts() {
+        assert!(matches("hél", &["Hélène", "Dupont", ""]));
+        assert!(matches("helene dup", &["Hélène", "Dupont", ""]));
+        assert!(matches("jean pie", &["Jean Pierre", "Martin", ""]));
+        assert!(matches("bourg", &["Anne", "Lefèvre", "Bourgeois"]));
+        assert!(!matches("pont", &["Hélène", "Dupont", ""]));
+        assert!(!matches("helene martin", &["Hélène", "Dupont", ""]));
+    }
+}

@@ -1,0 +1,91 @@
+use broker_store::cache::{Cache, InProcess, Redis};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn caches() -> Vec<Arc<dyn Cache>> {
+    let prefix = format!("ac-test-{}:", hex::encode(rand::random::<[u8; 6]>()));
+    let redis = Redis::new(&broker_testkit::redis_url(), &prefix).unwrap();
+    redis.ping().expect("Redis is required for the tests");
+    vec![Arc::new(InProcess::new()), Arc::new(redis)]
+}
+
+#[test]
+fn take_is_single_use_even_under_concurrency() {
+    for c in caches() {
+        c.put("code", b"v", Duration::from_secs(30)).unwrap();
+        assert_eq!(c.get("code").unwrap().as_deref(), Some(&b"v"[..]));
+        let winners: usize = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..8).map(|_| { let c = c.clone(); s.spawn(move || c.take("code").unwrap().is_some() as usize) }).collect();
+            hs.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(winners, 1, "{}", c.kind());
+        assert_eq!(c.take("code").unwrap(), None, "{}", c.kind());
+    }
+}
+
+#[test]
+fn values_expire_after_their_ttl() {
+    for c in caches() {
+        c.put("short", b"x", Duration::from_millis(150)).unwrap();
+        assert!(c.get("short").unwrap().is_some());
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(c.get("short").unwrap(), None, "{}", c.kind());
+        assert_eq!(c.take("short").unwrap(), None, "{}", c.kind());
+    }
+}
+
+#[test]
+fn counters_increment_and_reset_after_their_window() {
+    for c in caches() {
+        assert_eq!(c.incr("fails", Duration::from_millis(300)).unwrap(), 1);
+        assert_eq!(c.incr("fails", Duration::from_millis(300)).unwrap(), 2);
+        assert_eq!(c.incr("fails", Duration::from_millis(300)).unwrap(), 3, "{}", c.kind());
+        std::thread::sleep(Duration::from_millis(450));
+        assert_eq!(c.incr("fails", Duration::from_millis(300)).unwrap(), 1, "{}: window restarted", c.kind());
+        c.delete("fails").unwrap();
+    }
+}
+
+#[test]
+fn an_unreachable_redis_is_reported_not_hidden() {
+    let r = Redis::new("redis://127.0.0.1:1", "x:").unwrap();
+    assert!(r.ping().is_err());
+    assert!(r.put("k", b"v", Duration::from_secs(1)).is_err());
+}
+
+#[test]
+fn take_and_mark_marks_only_when_it_took_and_once_under_concurrency() {
+    for c in caches() {
+        let k = c.kind();
+        assert_eq!(c.take_and_mark("absent", "absent-mark", b"m", Duration::from_secs(30)).unwrap(), None, "{k}");
+        assert_eq!(c.get("absent-mark").unwrap(), None, "{k}: nothing taken, nothing marked");
+        c.put("code", b"v", Duration::from_secs(30)).unwrap();
+        let winners: usize = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..8)
+                .map(|_| {
+                    let c = c.clone();
+                    s.spawn(move || c.take_and_mark("code", "code-mark", b"m", Duration::from_secs(30)).unwrap().is_some() as usize)
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(winners, 1, "{k}");
+        assert_eq!(c.get("code-mark").unwrap().as_deref(), Some(&b"m"[..]), "{k}");
+        c.put("short", b"v", Duration::from_secs(30)).unwrap();
+        c.take_and_mark("short", "short-mark", b"m", Duration::from_millis(150)).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(c.get("short-mark").unwrap(), None, "{k}: the mark has its own ttl");
+    }
+}
+
+#[test]
+fn put_then_get_writes_then_reads_in_order() {
+    for c in caches() {
+        let k = c.kind();
+        assert_eq!(c.put_then_get("a", b"1", Duration::from_secs(30), "b").unwrap(), None, "{k}");
+        assert_eq!(c.get("a").unwrap().as_deref(), Some(&b"1"[..]), "{k}");
+        assert_eq!(c.put_then_get("b", b"2", Duration::from_secs(30), "b").unwrap().as_deref(), Some(&b"2"[..]), "{k}: the read sees the write");
+        c.incr("marker", Duration::from_secs(30)).unwrap();
+        assert_eq!(c.put_then_get("c", b"3", Duration::from_secs(30), "marker").unwrap().as_deref(), Some(&b"1"[..]), "{k}");
+    }
+}

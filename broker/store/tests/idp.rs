@@ -1,0 +1,205 @@
+//! What the identity provider reads and writes, on both backends: the usagers an aidant
+//! may pick, and the disclosure of an identity at /userinfo with its journal entry.
+
+use broker_core::client::{IdTokenAlg, NewClient, UserinfoFormat};
+use broker_core::secret::Secret;
+use broker_store::seal::Sealer;
+use broker_core::identite::{usager_key, IdentitePivot, FRANCE};
+use broker_core::journal::Action;
+use broker_core::mandat::Duree;
+use broker_core::{Demarche, Timestamp};
+use broker_store::admin::{self, NewAidant};
+use broker_store::idp::{self, Disclosure};
+use broker_store::mandats::{self, NewMandat};
+use broker_store::oidc_state::AccessGrant;
+use broker_store::journal;
+use broker_testkit::TestDb;
+use Demarche::*;
+
+const T0: Timestamp = Timestamp::from_micros(1_800_000_000_000_000);
+
+struct World {
+    t: TestDb,
+    org: i64,
+    other_org: i64,
+    aidant: i64,
+}
+
+fn world(t: TestDb) -> World {
+    let org = admin::create_organisation(&t.db, "CCAS de Roubaix", "81234567800013", "", None).unwrap().id;
+    let other_org = admin::create_organisation(&t.db, "France Services Lens", "35600000000048", "", None).unwrap().id;
+    let aidant = admin::create_aidant(&t.db, &NewAidant { organisation_id: org, email: "a@exemple.fr", first_name: "A", last_name: "B", profession: "", referent: false })
+        .unwrap()
+        .id;
+    let client = NewClient {
+        client_id: "fc".into(),
+        secret: Secret::generate(),
+        name: "FranceConnect".into(),
+        redirect_uris: vec!["https://fc.exemple/api/v2/oidc-callback".into()],
+        post_logout_redirect_uris: vec![],
+        id_token_alg: IdTokenAlg::Es256,
+        userinfo: UserinfoFormat::Json,
+    };
+    admin::create_client(&t.db, &Sealer::new(&[7; 32]), &client).unwrap();
+    World { t, org, other_org, aidant }
+}
+
+fn usager(w: &World, sub: &str, given: &str, family: &str) -> i64 {
+    let identity = IdentitePivot {
+        given_name: given.into(),
+        family_name: family.into(),
+        preferred_username: None,
+        birthdate: "1950-00-00".into(),
+        gender: "female".into(),
+        birthplace: "59512".into(),
+        birthcountry: FRANCE.into(),
+        email: format!("{sub}@exemple.fr"),
+    }
+    .validate()
+    .unwrap();
+    w.t.db.write(|c| mandats::upsert_usager(c, &usager_key(&[3; 32], sub), &identity, T0)).unwrap()
+}
+
+fn mandat(w: &World, org: i64, usager: i64, demarches: &[Demarche], at: Timestamp) -> mandats::CreatedMandat {
+    let n = NewMandat { organisation_id: org, usager_id: usager, aidant_id: w.aidant, demarches: demarches.to_vec(), duree: Duree::UnMois };
+    mandats::create_mandat(&w.t.db, &n, at).unwrap()
+}
+
+#[test]
+fn candidates_are_the_organisations_active_autorisations_most_recent_first() {
+    for t in TestDb::both() {
+        let w = world(t);
+        let helene = usager(&w, "s1", "Hélène", "Dupont");
+        let jean = usager(&w, "s2", "Jean Pierre", "Martin");
+        let elsewhere = usager(&w, "s3", "Paul", "Durand");
+        let revoked = usager(&w, "s4", "Anne", "Leroy");
+        mandat(&w, w.org, helene, &[Argent, Social], T0);
+        mandat(&w, w.org, jean, &[Famille], T0.plus_seconds(60));
+        mandat(&w, w.other_org, elsewhere, &[Argent], T0);
+        let m = mandat(&w, w.org, revoked, &[Argent], T0);
+        mandats::revoke_autorisation(&w.t.db, m.autorisations[0].0, w.aidant, T0.plus_seconds(1)).unwrap();
+
+        let now = T0.plus_seconds(120);
+        let all = idp::candidates(&w.t.db, w.org, &Demarche::ALL, now, None).unwrap();
+        assert_eq!(all.iter().map(|c| c.usager_id).collect::<Vec<_>>(), vec![jean, helene], "{}", w.t.name());
+        assert_eq!(all[1].autorisations.iter().map(|a| a.demarche).collect::<Vec<_>>(), vec![Social, Argent], "canonical order");
+        assert_eq!(all[1].birthdate, "1950-00-00");
+
+        // Restricted to the requested démarches.
+        let argent = idp::candidates(&w.t.db, w.org, &[Argent], now, None).unwrap();
+        assert_eq!(argent.iter().map(|c| c.usager_id).collect::<Vec<_>>(), vec![helene]);
+        assert_eq!(argent[0].autorisations.len(), 1);
+
+        // Search: word starts, case and accents ignored.
+        let found = idp::candidates(&w.t.db, w.org, &Demarche::ALL, now, Some("helene")).unwrap();
+        assert_eq!(found.iter().map(|c| c.usager_id).collect::<Vec<_>>(), vec![helene]);
+        assert!(idp::candidates(&w.t.db, w.org, &Demarche::ALL, now, Some("pont")).unwrap().is_empty());
+
+        // After expiry (31 days), nobody.
+        assert!(idp::candidates(&w.t.db, w.org, &Demarche::ALL, T0.plus_days(32), None).unwrap().is_empty());
+        assert!(idp::usager_autorisations(&w.t.db, w.org, helene, &Demarche::ALL, T0.plus_days(31)).unwrap().is_empty());
+        assert_eq!(idp::usager_autorisations(&w.t.db, w.org, helene, &Demarche::ALL, now).unwrap().len(), 2);
+        assert!(idp::usager_autorisations(&w.t.db, w.other_org, helene, &Demarche::ALL, now).unwrap().is_empty());
+        let one = idp::candidate(&w.t.db, w.org, helene, &Demarche::ALL, now).unwrap().expect("helene");
+        assert_eq!((one.given_name.as_str(), one.birthdate.as_str(), one.autorisations.len()), ("Hélène", "1950-00-00", 2));
+        assert!(idp::candidate(&w.t.db, w.org, elsewhere, &Demarche::ALL, now).unwrap().is_none());
+    }
+}
+
+fn grant(w: &World, usager: i64, m: &mandats::CreatedMandat) -> AccessGrant {
+    AccessGrant {
+        client_id: "fc".into(),
+        usager_id: usager,
+        usager_sub: "sub".into(),
+        aidant_id: w.aidant,
+        organisation_id: w.org,
+        demarche: m.autorisations[0].1.key().into(),
+        autorisation_id: m.autorisations[0].0,
+        mandat_id: m.mandat_id,
+        scopes: vec!["openid".into()],
+        expires_at: 0,
+    }
+}
+
+fn used_entries(t: &TestDb) -> Vec<broker_core::journal::Record> {
+    broker_testkit::journal(&t.db, |c| journal::page(c, 0, 1000))
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.action == Action::AutorisationUsed.key())
+        .collect()
+}
+
+#[test]
+fn a_token_discloses_the_identity_once_and_journals_it_in_the_same_transaction() {
+    for t in TestDb::both() {
+        let w = world(t);
+        let u = usager(&w, "s1", "Hélène", "Dupont");
+        let m = mandat(&w, w.org, u, &[Argent], T0);
+        let g = grant(&w, u, &m);
+        match idp::disclose(&w.t.db, "hash-1", &g, T0.plus_seconds(5)).unwrap() {
+            Disclosure::Identity(found) => {
+                let (i, client) = *found;
+                assert_eq!((i.given_name.as_str(), i.email.as_str(), client.client_id.as_str()), ("Hélène", "s1@exemple.fr", "fc"));
+            }
+            _ => panic!("{}: identity expected", w.t.name()),
+        }
+        assert!(matches!(idp::disclose(&w.t.db, "hash-1", &g, T0.plus_seconds(6)).unwrap(), Disclosure::AlreadyUsed));
+        let used = used_entries(&w.t);
+        assert_eq!(used.len(), 1, "{}", w.t.name());
+        assert_eq!(used[0].autorisation, Some(m.autorisations[0].0));
+        assert_eq!(used[0].aidant, Some(w.aidant));
+        assert_eq!(used[0].client.as_deref(), Some("fc"));
+        assert_eq!(used[0].demarche.as_deref(), Some("argent"));
+    }
+}
+
+#[test]
+fn a_revoked_or_expired_autorisation_discloses_nothing_and_writes_nothing() {
+    for t in TestDb::both() {
+        let w = world(t);
+        let u = usager(&w, "s1", "Hélène", "Dupont");
+        let m = mandat(&w, w.org, u, &[Argent, Social], T0);
+        let g = grant(&w, u, &m);
+        // Expired: the mandat lasts 31 days, to the microsecond.
+        assert!(matches!(idp::disclose(&w.t.db, "h-exp", &g, T0.plus_days(31)).unwrap(), Disclosure::NotActive));
+        mandats::revoke_autorisation(&w.t.db, g.autorisation_id, w.aidant, T0.plus_seconds(10)).unwrap();
+        assert!(matches!(idp::disclose(&w.t.db, "h-rev", &g, T0.plus_seconds(11)).unwrap(), Disclosure::NotActive));
+        // A grant that names another organisation is not honoured either.
+        let mut other = grant(&w, u, &m);
+        other.autorisation_id = m.autorisations[1].0;
+        other.demarche = m.autorisations[1].1.key().into();
+        other.organisation_id = w.other_org;
+        assert!(matches!(idp::disclose(&w.t.db, "h-org", &other, T0.plus_seconds(11)).unwrap(), Disclosure::NotActive));
+        // A grant for a client deactivated since: nothing either.
+        let mut gone = grant(&w, u, &m);
+        gone.client_id = "ancien-client".into();
+        gone.autorisation_id = m.autorisations[1].0;
+        gone.demarche = m.autorisations[1].1.key().into();
+        assert!(matches!(idp::disclose(&w.t.db, "h-client", &gone, T0.plus_seconds(11)).unwrap(), Disclosure::ClientInactive));
+        assert!(used_entries(&w.t).is_empty(), "{}", w.t.name());
+    }
+}
+
+#[test]
+fn of_eight_concurrent_disclosures_with_one_token_exactly_one_wins() {
+    for t in [TestDb::sqlite(), TestDb::postgres_with_pool(8)] {
+        let w = world(t);
+        let u = usager(&w, "s1", "Hélène", "Dupont");
+        let m = mandat(&w, w.org, u, &[Argent], T0);
+        let g = grant(&w, u, &m);
+        let barrier = std::sync::Barrier::new(8);
+        let wins = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..8)
+                .map(|_| {
+                    s.spawn(|| {
+                        barrier.wait();
+                        matches!(idp::disclose(&w.t.db, "race", &g, T0.plus_seconds(1)).unwrap(), Disclosure::Identity(_))
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).filter(|&won| won).count()
+        });
+        assert_eq!(wins, 1, "{}", w.t.name());
+        assert_eq!(used_entries(&w.t).len(), 1);
+    }
+}

@@ -1,0 +1,178 @@
+//! Who is signed in, CSRF tokens, and the freshness of the second factor.
+//!
+//! The session holds: the aidant id, when they signed in (absolute lifetime), when a
+//! second factor was last proved (freshness), and a CSRF token. Times come from the
+//! application clock so that tests can move it.
+
+use crate::AppState;
+use actix_session::Session;
+use actix_web::http::header;
+use actix_web::HttpResponse;
+use broker_core::secret::{constant_time_eq, random_bytes};
+use broker_core::Timestamp;
+
+pub const K_AIDANT: &str = "aidant";
+pub const K_SIGNED_IN_AT: &str = "signed_in_at";
+pub const K_FRESH_AT: &str = "fresh_at";
+pub const K_CSRF: &str = "csrf";
+pub const K_LINK_BINDING: &str = "link_binding";
+pub const K_CEREMONY: &str = "ceremony";
+/// How the last second factor was proved, as RFC 8176 `amr` values separated by commas.
+pub const K_AMR: &str = "amr";
+
+/// `amr` of a security key (WebAuthn with user verification).
+pub const AMR_KEY: &str = "hwk,mfa";
+/// `amr` of a TOTP code (with, at sign-in, the e-mailed link).
+pub const AMR_TOTP: &str = "otp,mfa";
+
+/// A session lasts at most this long after sign-in, whatever the activity.
+pub const SESSION_HOURS: i64 = 12;
+/// Sensitive actions need a second factor proved this recently.
+pub const FRESH_MINUTES: i64 = 15;
+
+fn get_i64(session: &Session, key: &str) -> Option<i64> {
+    session.get::<i64>(key).ok().flatten()
+}
+
+/// The session's CSRF token, created on first use.
+pub fn csrf_token(session: &Session) -> String {
+    if let Ok(Some(t)) = session.get::<String>(K_CSRF) {
+        return t;
+    }
+    let t = hex::encode(random_bytes::<32>());
+    let _ = session.insert(K_CSRF, &t);
+    t
+}
+
+/// True when `provided` is the session's CSRF token (constant-time comparison).
+pub fn csrf_ok(session: &Session, provided: &str) -> bool {
+    match session.get::<String>(K_CSRF) {
+        Ok(Some(t)) => constant_time_eq(t.as_bytes(), provided.as_bytes()),
+        _ => false,
+    }
+}
+
+/// The url-encoded fields of a form body.
+pub fn parse_form(body: &[u8]) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(body).into_owned().collect()
+}
+
+/// The first value of `name` in a parsed form.
+pub fn field<'a>(form: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    form.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+/// A POST's CSRF check: the form's `csrf` field must be the session's token.
+pub fn csrf_checked(session: &Session, form: &[(String, String)]) -> Result<(), HttpResponse> {
+    if csrf_ok(session, field(form, "csrf").unwrap_or("")) {
+        Ok(())
+    } else {
+        Err(csrf_refused())
+    }
+}
+
+pub fn csrf_refused() -> HttpResponse {
+    crate::pages::error_page(
+        actix_web::http::StatusCode::FORBIDDEN,
+        "Le formulaire a expiré",
+        "Pour votre sécurité, ce formulaire n'est plus valable. Rechargez la page et recommencez.",
+    )
+}
+
+/// A signed-in aidant, as the session tells.
+#[derive(Debug, Clone, Copy)]
+pub struct SignedIn {
+    pub aidant_id: i64,
+    pub signed_in_at: Timestamp,
+    pub fresh_at: Timestamp,
+}
+
+impl SignedIn {
+    /// The session's aidant, if the session is still within its absolute lifetime.
+    pub fn from_session(session: &Session, now: Timestamp) -> Option<SignedIn> {
+        let aidant_id = get_i64(session, K_AIDANT)?;
+        let signed_in_at = Timestamp::from_micros(get_i64(session, K_SIGNED_IN_AT)?);
+        let fresh_at = Timestamp::from_micros(get_i64(session, K_FRESH_AT).unwrap_or(0));
+        if now >= signed_in_at.plus_seconds(SESSION_HOURS * 3600) {
+            session.purge();
+            return None;
+        }
+        Some(SignedIn { aidant_id, signed_in_at, fresh_at })
+    }
+
+    pub fn is_fresh(&self, now: Timestamp) -> bool {
+        now < self.fresh_at.plus_seconds(FRESH_MINUTES * 60)
+    }
+}
+
+/// Starts an authenticated session: a new session key (no fixation), the aidant, and
+/// a second factor proved now.
+pub fn sign_in(session: &Session, aidant_id: i64, now: Timestamp, amr: &str) -> Result<(), actix_session::SessionInsertError> {
+    session.renew();
+    session.remove(K_LINK_BINDING);
+    session.remove(K_CEREMONY);
+    session.insert(K_AIDANT, aidant_id)?;
+    session.insert(K_SIGNED_IN_AT, now.micros())?;
+    session.insert(K_FRESH_AT, now.micros())?;
+    session.insert(K_AMR, amr)?;
+    // A new CSRF token for the authenticated session.
+    session.insert(K_CSRF, hex::encode(random_bytes::<32>()))?;
+    Ok(())
+}
+
+pub fn mark_fresh(session: &Session, now: Timestamp, amr: &str) -> Result<(), actix_session::SessionInsertError> {
+    session.insert(K_AMR, amr)?;
+    session.insert(K_FRESH_AT, now.micros())
+}
+
+/// The `amr` values of the session's last second-factor proof.
+pub fn amr(session: &Session) -> Vec<String> {
+    session.get::<String>(K_AMR).ok().flatten().unwrap_or_default().split(',').filter(|v| !v.is_empty()).map(str::to_owned).collect()
+}
+
+pub fn see_other(location: &str) -> HttpResponse {
+    HttpResponse::SeeOther().insert_header((header::LOCATION, location)).finish()
+}
+
+/// A local path to come back to: absolute path on this site only.
+pub fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(p) if p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') && p.len() < 512 => p.to_owned(),
+        _ => "/espace".to_owned(),
+    }
+}
+
+/// Redirect to sign-in when nobody is signed in.
+pub fn require_signed_in(state: &AppState, session: &Session, here: &str) -> Result<SignedIn, HttpResponse> {
+    SignedIn::from_session(session, state.clock.now()).ok_or_else(|| {
+        let mut u = url::form_urlencoded::Serializer::new(String::new());
+        u.append_pair("suite", here);
+        see_other(&format!("/connexion?{}", u.finish()))
+    })
+}
+
+/// Redirect to the short re-authentication page when the second factor is not fresh.
+pub fn require_fresh(state: &AppState, session: &Session, here: &str) -> Result<SignedIn, HttpResponse> {
+    let who = require_signed_in(state, session, here)?;
+    if who.is_fresh(state.clock.now()) {
+        Ok(who)
+    } else {
+        let mut u = url::form_urlencoded::Serializer::new(String::new());
+        u.append_pair("suite", here);
+        Err(see_other(&format!("/reauthentification?{}", u.finish())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_next;
+
+    #[test]
+    fn only_local_paths_are_followed() {
+        assert_eq!(safe_next(Some("/espace/securite")), "/espace/securite");
+        for bad in ["//evil.example", "https://evil.example", "/\\evil", "espace"] {
+            assert_eq!(safe_next(Some(bad)), "/espace", "{bad}");
+        }
+        assert_eq!(safe_next(None), "/espace");
+    }
+}

@@ -1,0 +1,553 @@
+//! `/authorize` and the aidant's steps: sign in (or prove a fresh second factor), pick the
+//! usager, pick the démarche, then the single-use code goes back to the client.
+//!
+//! A validated request becomes a *flow*, kept in the cache for [`FLOW_SECONDS`] under a
+//! random id and bound to the browser that started it (a random value in its session,
+//! of which the flow keeps the hash). Every step checks the flow, the binding, the
+//! aidant and the autorisation again at that instant.
+
+use super::{form_pairs, Registered};
+use crate::guard::{self, SignedIn};
+use crate::pages::{self, Header};
+use crate::AppState;
+use actix_session::Session;
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use askama::Template;
+use broker_core::oidc::authorize::{check_rep_scope_allowed, try_validate, AuthorizeRequest, Rejection};
+use broker_core::oidc::error::{ErrorCode, OAuthError};
+use broker_core::secret::{random_bytes, sha256_hex};
+use broker_core::{Demarche, Timestamp};
+use broker_store::idp::{self, ActiveAutorisation, Candidate};
+use broker_store::oidc_state::{self, CodeGrant};
+use broker_store::{admin, auth};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// The whole flow, from `/authorize` to the code, must end within 5 minutes.
+pub const FLOW_SECONDS: i64 = 300;
+/// Codes live 60 seconds at most.
+pub const CODE_SECONDS: u64 = 60;
+
+const K_FLOW_BINDING: &str = "flow_binding";
+const FLOW_PREFIX: &str = "oidc:flow:";
+
+/// A validated authorization request in progress.
+#[derive(Serialize, Deserialize, Clone)]
+struct Flow {
+    client_id: String,
+    client_name: String,
+    redirect_uri: String,
+    state: String,
+    nonce: String,
+    scopes: Vec<String>,
+    prompt_login: bool,
+    rep_scope: Option<Vec<String>>,
+    code_challenge: Option<String>,
+    created_at: i64,
+    /// SHA-256 of the random value kept in the starting browser's session.
+    binding: String,
+    /// The usager picked at the first step.
+    usager_id: Option<i64>,
+}
+
+impl Flow {
+    fn expires_at(&self) -> Timestamp {
+        Timestamp::from_micros(self.created_at).plus_seconds(FLOW_SECONDS)
+    }
+
+    fn rep_scope(&self) -> Option<Vec<Demarche>> {
+        self.rep_scope.as_ref().map(|v| v.iter().filter_map(|k| Demarche::from_key(k)).collect())
+    }
+
+    fn redirect(&self, issuer: &str, error: OAuthError) -> HttpResponse {
+        match error.redirect_url(&self.redirect_uri, Some(&self.state), issuer) {
+            Ok(url) => guard::see_other(url.as_str()),
+            Err(_) => pages::server_error(),
+        }
+    }
+}
+
+fn flow_key(id: &str) -> String {
+    format!("{FLOW_PREFIX}{}", sha256_hex(id.as_bytes()))
+}
+
+fn binding(session: &Session) -> Option<String> {
+    session.get::<String>(K_FLOW_BINDING).ok().flatten()
+}
+
+fn ensure_binding(session: &Session) -> Result<String, HttpResponse> {
+    if let Some(b) = binding(session) {
+        return Ok(b);
+    }
+    let b = hex::encode(random_bytes::<32>());
+    session.insert(K_FLOW_BINDING, &b).map_err(|_| pages::server_error())?;
+    Ok(b)
+}
+
+fn expired_page() -> HttpResponse {
+    pages::error_page(
+        StatusCode::BAD_REQUEST,
+        "Cette demande de connexion a expiré",
+        "Pour votre sécurité, une connexion doit être menée à son terme en moins de 5 minutes, dans le navigateur où elle a commencé. Retournez sur le service en ligne et cliquez de nouveau sur le bouton FranceConnect.",
+    )
+}
+
+fn oauth_error_page(e: &OAuthError) -> HttpResponse {
+    if let Some(d) = &e.detail {
+        tracing::error!(error = %e.code, detail = %d, "authorize failed");
+    }
+    let (title, message) = match e.code {
+        ErrorCode::ServerError => (
+            "Le service rencontre un problème",
+            "La demande de connexion n'a pas pu être traitée. Retournez sur le service en ligne et réessayez dans quelques instants.".to_owned(),
+        ),
+        _ => (
+            "Demande de connexion refusée",
+            format!("Le service en ligne qui vous a envoyé ici n'est pas reconnu par Aidants Connect, ou son adresse de retour n'est pas enregistrée ({}). Aucune information n'a été transmise. Fermez cette page et prévenez le service en ligne.", e.description),
+        ),
+    };
+    let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+    pages::error_page(status, title, &message)
+}
+
+pub async fn authorize_get(req: HttpRequest, state: web::Data<AppState>, session: Session) -> HttpResponse {
+    start(form_pairs(req.query_string().as_bytes()), state, session).await
+}
+
+pub async fn authorize_post(body: web::Bytes, state: web::Data<AppState>, session: Session) -> HttpResponse {
+    start(form_pairs(&body), state, session).await
+}
+
+async fn start(params: Vec<(String, String)>, state: web::Data<AppState>, session: Session) -> HttpResponse {
+    let st = state.clone();
+    let checked = web::block(move || {
+        let mut name = String::new();
+        let r = try_validate(&params, |id| {
+            let c = idp::find_client(&st.db, id).map_err(|e| e.to_string())?;
+            if let Some(c) = &c {
+                name = c.name.clone();
+            }
+            Ok::<_, String>(c.map(Registered::new))
+        });
+        (r, name)
+    })
+    .await;
+    let (request, client_name) = match checked {
+        Ok((Ok(r), name)) => (r, name),
+        Ok((Err(Rejection::ErrorPage(e)), _)) => return oauth_error_page(&e),
+        Ok((Err(Rejection::Redirect { redirect_uri, state: st, error }), _)) => {
+            tracing::info!(error = %error.code, "authorization request refused");
+            return match error.redirect_url(&redirect_uri, st.as_deref(), &state.issuer) {
+                Ok(url) => guard::see_other(url.as_str()),
+                Err(_) => pages::server_error(),
+            };
+        }
+        Err(_) => return pages::server_error(),
+    };
+    let now = state.clock.now();
+    let signed_in = SignedIn::from_session(&session, now);
+    if request.prompt_none {
+        let code = if signed_in.is_none() { ErrorCode::LoginRequired } else { ErrorCode::InteractionRequired };
+        let e = OAuthError::new(code, "L'aidant doit se connecter et choisir l'usager.");
+        return match e.redirect_url(&request.redirect_uri, Some(&request.state), &state.issuer) {
+            Ok(url) => guard::see_other(url.as_str()),
+            Err(_) => pages::server_error(),
+        };
+    }
+    let b = match ensure_binding(&session) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let flow = new_flow(request, client_name, now, &b);
+    let id = hex::encode(random_bytes::<16>());
+    let bytes = match serde_json::to_vec(&flow) {
+        Ok(b) => b,
+        Err(_) => return pages::server_error(),
+    };
+    if let Err(e) = state.cache.put(&flow_key(&id), &bytes, Duration::from_secs(FLOW_SECONDS as u64)) {
+        tracing::error!(error = %e, "flow not stored");
+        return pages::server_error();
+    }
+    guard::see_other(&format!("/autorisation/{id}"))
+}
+
+fn new_flow(r: AuthorizeRequest, client_name: String, now: Timestamp, binding: &str) -> Flow {
+    Flow {
+        client_id: r.client_id,
+        client_name,
+        redirect_uri: r.redirect_uri,
+        state: r.state,
+        nonce: r.nonce,
+        scopes: r.scopes.iter().map(|s| s.key().to_owned()).collect(),
+        prompt_login: r.prompt_login,
+        rep_scope: r.rep_scope.map(|v| v.iter().map(|d| d.key().to_owned()).collect()),
+        code_challenge: r.code_challenge,
+        created_at: now.micros(),
+        binding: sha256_hex(binding.as_bytes()),
+        usager_id: None,
+    }
+}
+
+/// The flow of this browser, if it is still live.
+fn load_flow(state: &AppState, session: &Session, id: &str) -> Result<Flow, HttpResponse> {
+    if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(expired_page());
+    }
+    let bytes = match state.cache.get(&flow_key(id)) {
+        Ok(Some(b)) => b,
+        Ok(None) => return Err(expired_page()),
+        Err(e) => {
+            tracing::error!(error = %e, "flow not read");
+            return Err(pages::server_error());
+        }
+    };
+    let flow: Flow = serde_json::from_slice(&bytes).map_err(|_| pages::server_error())?;
+    let bound = binding(session).is_some_and(|b| broker_core::secret::constant_time_eq(sha256_hex(b.as_bytes()).as_bytes(), flow.binding.as_bytes()));
+    if !bound || state.clock.now() >= flow.expires_at() {
+        return Err(expired_page());
+    }
+    Ok(flow)
+}
+
+fn save_flow(state: &AppState, id: &str, flow: &Flow) -> Result<(), HttpResponse> {
+    let left = (flow.expires_at().micros() - state.clock.now().micros()) / 1_000_000;
+    let bytes = serde_json::to_vec(flow).map_err(|_| pages::server_error())?;
+    state.cache.put(&flow_key(id), &bytes, Duration::from_secs(left.max(1) as u64)).map_err(|e| {
+        tracing::error!(error = %e, "flow not stored");
+        pages::server_error()
+    })
+}
+
+/// Who acts, for which organisation, on which démarches — checked at every step.
+struct Actor {
+    who: SignedIn,
+    organisation_id: i64,
+    /// The organisation's allowed démarches ∩ the requested `rep_scope`.
+    allowed: Vec<Demarche>,
+}
+
+/// Signed in, second factor proved since the flow began when `prompt=login`, aidant
+/// active with a current organisation allowed the requested démarches.
+async fn actor(state: &web::Data<AppState>, session: &Session, id: &str, flow: &Flow) -> Result<Actor, HttpResponse> {
+    let here = format!("/autorisation/{id}");
+    let who = guard::require_signed_in(state, session, &here)?;
+    if flow.prompt_login && who.fresh_at.micros() < flow.created_at {
+        let mut u = url::form_urlencoded::Serializer::new(String::new());
+        u.append_pair("suite", &here);
+        return Err(guard::see_other(&format!("/reauthentification?{}", u.finish())));
+    }
+    let st = state.clone();
+    let aidant_id = who.aidant_id;
+    let found = web::block(move || -> Result<Option<(i64, Vec<Demarche>)>, broker_store::StoreError> {
+        let Some(a) = st.db.read(|c| auth::find_active_by_id(c, aidant_id))? else { return Ok(None) };
+        let Some(org_id) = a.current_organisation_id else { return Ok(None) };
+        let org = st.db.read(|c| admin::find_organisation(c, org_id))?;
+        Ok(Some((org_id, org.allowed())))
+    })
+    .await;
+    let (organisation_id, org_allowed) = match found {
+        Ok(Ok(Some(x))) => x,
+        Ok(Ok(None)) => {
+            session.purge();
+            return Err(guard::see_other(&format!("/connexion?suite={}", url::form_urlencoded::byte_serialize(here.as_bytes()).collect::<String>())));
+        }
+        _ => return Err(pages::server_error()),
+    };
+    let allowed = match flow.rep_scope() {
+        Some(requested) => {
+            if let Err(e) = check_rep_scope_allowed(&requested, &org_allowed) {
+                let _ = state.cache.delete(&flow_key(id));
+                return Err(flow.redirect(&state.issuer, e));
+            }
+            requested
+        }
+        None => org_allowed,
+    };
+    Ok(Actor { who, organisation_id, allowed })
+}
+
+/// The live flow of this browser and who acts in it, checked again.
+async fn step(state: &web::Data<AppState>, session: &Session, id: &str) -> Result<(Flow, Actor), HttpResponse> {
+    let flow = load_flow(state, session, id)?;
+    let actor = actor(state, session, id, &flow).await?;
+    Ok((flow, actor))
+}
+
+/// [`step`] at the démarche stage: also the usager picked and their autorisations now.
+async fn demarche_step(state: &web::Data<AppState>, session: &Session, id: &str) -> Result<(Flow, Actor, i64, Vec<ActiveAutorisation>), HttpResponse> {
+    let (flow, actor) = step(state, session, id).await?;
+    let Some(usager_id) = flow.usager_id else {
+        return Err(guard::see_other(&format!("/autorisation/{id}")));
+    };
+    let auts = usager_autorisations(state, &actor, usager_id).await?;
+    Ok((flow, actor, usager_id, auts))
+}
+
+struct UsagerView {
+    id: i64,
+    name: String,
+    birthdate: String,
+    demarches: String,
+}
+
+fn usager_view(c: &Candidate) -> UsagerView {
+    let name = match &c.preferred_username {
+        Some(u) if !u.is_empty() && *u != c.family_name => format!("{} {} (née ou né {})", c.given_name, u.to_uppercase(), c.family_name.to_uppercase()),
+        _ => format!("{} {}", c.given_name, c.family_name.to_uppercase()),
+    };
+    UsagerView {
+        id: c.usager_id,
+        name,
+        birthdate: display_birthdate(&c.birthdate),
+        demarches: c.autorisations.iter().map(|a| a.demarche.title()).collect::<Vec<_>>().join(", "),
+    }
+}
+
+fn display_birthdate(b: &str) -> String {
+    let parts: Vec<&str> = b.split('-').collect();
+    match parts.as_slice() {
+        [y, "00", _] => format!("née ou né en {y}"),
+        [y, m, "00"] => format!("née ou né en {m}/{y}"),
+        [y, m, d] => format!("née ou né le {d}/{m}/{y}"),
+        _ => String::new(),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "choose_usager.html")]
+struct ChooseUsager<'a> {
+    header: Header,
+    csrf: String,
+    flow: &'a str,
+    client_name: &'a str,
+    q: &'a str,
+    usagers: Vec<UsagerView>,
+    error: Option<&'a str>,
+}
+
+#[derive(Template)]
+#[template(path = "choose_demarche.html")]
+struct ChooseDemarche<'a> {
+    header: Header,
+    csrf: String,
+    flow: &'a str,
+    client_name: &'a str,
+    usager_name: String,
+    demarches: Vec<pages::DemarcheView>,
+}
+
+#[derive(Deserialize)]
+pub struct SearchQuery {
+    q: Option<String>,
+}
+
+pub async fn choose_usager(path: web::Path<String>, q: web::Query<SearchQuery>, state: web::Data<AppState>, session: Session) -> HttpResponse {
+    let id = path.into_inner();
+    let (flow, actor) = match step(&state, &session, &id).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let search = q.q.clone().unwrap_or_default();
+    render_usagers(&state, &session, &id, &flow, &actor, &search, None).await
+}
+
+async fn render_usagers(state: &web::Data<AppState>, session: &Session, id: &str, flow: &Flow, actor: &Actor, search: &str, error: Option<&str>) -> HttpResponse {
+    let st = state.clone();
+    let (org, allowed, now, s) = (actor.organisation_id, actor.allowed.clone(), state.clock.now(), search.to_owned());
+    let found = web::block(move || idp::candidates(&st.db, org, &allowed, now, Some(&s))).await;
+    let usagers = match found {
+        Ok(Ok(list)) => list.iter().map(usager_view).collect(),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "usagers not listed");
+            return pages::server_error();
+        }
+        Err(_) => return pages::server_error(),
+    };
+    let header = pages::header_for(state, session, actor.who.aidant_id).await;
+    let status = if error.is_some() { StatusCode::CONFLICT } else { StatusCode::OK };
+    pages::render_with(
+        status,
+        &ChooseUsager { header, csrf: guard::csrf_token(session), flow: id, client_name: &flow.client_name, q: search, usagers, error },
+    )
+}
+
+#[derive(Deserialize)]
+pub struct UsagerForm {
+    csrf: String,
+    usager: String,
+}
+
+async fn usager_autorisations(state: &web::Data<AppState>, actor: &Actor, usager_id: i64) -> Result<Vec<ActiveAutorisation>, HttpResponse> {
+    let st = state.clone();
+    let (org, allowed, now) = (actor.organisation_id, actor.allowed.clone(), state.clock.now());
+    match web::block(move || idp::usager_autorisations(&st.db, org, usager_id, &allowed, now)).await {
+        Ok(Ok(list)) => Ok(list),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "autorisations not read");
+            Err(pages::server_error())
+        }
+        Err(_) => Err(pages::server_error()),
+    }
+}
+
+const NO_LONGER: &str = "Cet usager n'a plus de mandat actif pour ces démarches avec votre structure. Choisissez un autre usager, ou créez un nouveau mandat.";
+
+pub async fn pick_usager(path: web::Path<String>, form: web::Form<UsagerForm>, state: web::Data<AppState>, session: Session) -> HttpResponse {
+    if !guard::csrf_ok(&session, &form.csrf) {
+        return guard::csrf_refused();
+    }
+    let id = path.into_inner();
+    let (mut flow, actor) = match step(&state, &session, &id).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let Ok(usager_id) = form.usager.parse::<i64>() else {
+        return render_usagers(&state, &session, &id, &flow, &actor, "", Some(NO_LONGER)).await;
+    };
+    let auts = match usager_autorisations(&state, &actor, usager_id).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    match auts.as_slice() {
+        [] => render_usagers(&state, &session, &id, &flow, &actor, "", Some(NO_LONGER)).await,
+        [only] => issue(&state, &session, &id, &flow, &actor, usager_id, only).await,
+        _ => {
+            flow.usager_id = Some(usager_id);
+            if let Err(r) = save_flow(&state, &id, &flow) {
+                return r;
+            }
+            guard::see_other(&format!("/autorisation/{id}/demarche"))
+        }
+    }
+}
+
+async fn usager_name(state: &web::Data<AppState>, actor: &Actor, usager_id: i64) -> String {
+    let st = state.clone();
+    let (org, allowed, now) = (actor.organisation_id, actor.allowed.clone(), state.clock.now());
+    web::block(move || idp::candidate(&st.db, org, usager_id, &allowed, now))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .flatten()
+        .map(|c| usager_view(&c).name)
+        .unwrap_or_default()
+}
+
+pub async fn choose_demarche(path: web::Path<String>, state: web::Data<AppState>, session: Session) -> HttpResponse {
+    let id = path.into_inner();
+    let (flow, actor, usager_id, auts) = match demarche_step(&state, &session, &id).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if auts.is_empty() {
+        return render_usagers(&state, &session, &id, &flow, &actor, "", Some(NO_LONGER)).await;
+    }
+    let header = pages::header_for(&state, &session, actor.who.aidant_id).await;
+    let usager_name = usager_name(&state, &actor, usager_id).await;
+    let demarches = auts
+        .iter()
+        .map(|a| pages::DemarcheView { key: a.demarche.key(), title: a.demarche.title(), description: a.demarche.description() })
+        .collect();
+    pages::render(&ChooseDemarche { header, csrf: guard::csrf_token(&session), flow: &id, client_name: &flow.client_name, usager_name, demarches })
+}
+
+#[derive(Deserialize)]
+pub struct DemarcheForm {
+    csrf: String,
+    demarche: String,
+}
+
+pub async fn pick_demarche(path: web::Path<String>, form: web::Form<DemarcheForm>, state: web::Data<AppState>, session: Session) -> HttpResponse {
+    if !guard::csrf_ok(&session, &form.csrf) {
+        return guard::csrf_refused();
+    }
+    let id = path.into_inner();
+    let (flow, actor, usager_id, auts) = match demarche_step(&state, &session, &id).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    match auts.iter().find(|a| a.demarche.key() == form.demarche) {
+        Some(a) => issue(&state, &session, &id, &flow, &actor, usager_id, a).await,
+        None => render_usagers(&state, &session, &id, &flow, &actor, "", Some(NO_LONGER)).await,
+    }
+}
+
+/// Issues the code for the autorisation just checked, ends the flow, and sends the
+/// browser back to the client.
+async fn issue(state: &web::Data<AppState>, session: &Session, id: &str, flow: &Flow, actor: &Actor, usager_id: i64, a: &ActiveAutorisation) -> HttpResponse {
+    let st = state.clone();
+    let sub = match web::block(move || idp::usager_sub(&st.db, usager_id)).await {
+        Ok(Ok(s)) => s,
+        _ => return pages::server_error(),
+    };
+    let amr = guard::amr(session);
+    let grant = CodeGrant {
+        client_id: flow.client_id.clone(),
+        redirect_uri: flow.redirect_uri.clone(),
+        nonce: flow.nonce.clone(),
+        code_challenge: flow.code_challenge.clone(),
+        scopes: flow.scopes.clone(),
+        aidant_id: actor.who.aidant_id,
+        organisation_id: actor.organisation_id,
+        usager_id,
+        usager_sub: sub,
+        demarche: a.demarche.key().to_owned(),
+        autorisation_id: a.autorisation_id,
+        mandat_id: a.mandat_id,
+        rep_scope_requested: flow.rep_scope.is_some(),
+        auth_time: actor.who.fresh_at.micros(),
+        amr,
+        issued_at: 0,
+        expires_at: 0,
+    };
+    let now = state.clock.now();
+    let code = match oidc_state::issue_code(state.cache.as_ref(), grant, now, CODE_SECONDS) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "code not issued");
+            return pages::server_error();
+        }
+    };
+    // One flow, one code: the flow cannot be replayed.
+    if let Err(e) = state.cache.delete(&flow_key(id)) {
+        tracing::error!(error = %e, "flow not ended");
+        return pages::server_error();
+    }
+    let Ok(mut url) = url::Url::parse(&flow.redirect_uri) else { return pages::server_error() };
+    url.query_pairs_mut().append_pair("code", &code).append_pair("state", &flow.state).append_pair("iss", &state.issuer);
+    guard::see_other(url.as_str())
+}
+
+#[derive(Deserialize)]
+pub struct CsrfForm {
+    csrf: String,
+}
+
+pub async fn cancel(path: web::Path<String>, form: web::Form<CsrfForm>, state: web::Data<AppState>, session: Session) -> HttpResponse {
+    if !guard::csrf_ok(&session, &form.csrf) {
+        return guard::csrf_refused();
+    }
+    let id = path.into_inner();
+    let flow = match load_flow(&state, &session, &id) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    if let Err(e) = state.cache.delete(&flow_key(&id)) {
+        tracing::error!(error = %e, "flow not ended");
+        return pages::server_error();
+    }
+    flow.redirect(&state.issuer, OAuthError::new(ErrorCode::AccessDenied, "L'aidant a annulé la connexion."))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::display_birthdate;
+
+    #[test]
+    fn partial_birthdates_are_shown_as_known() {
+        assert_eq!(display_birthdate("1950-00-00"), "née ou né en 1950");
+        assert_eq!(display_birthdate("1962-03-00"), "née ou né en 03/1962");
+        assert_eq!(display_birthdate("1984-11-02"), "née ou né le 02/11/1984");
+    }
+}

@@ -1,0 +1,118 @@
+//! `end_session_endpoint` (`/logout`, GET or POST): ends the aidant's session (aidants
+//! work on shared computers), then goes back to the client's registered post-logout URI
+//! with `state`, or shows a page. The session ends in every case. A URI that is not registered for the client named by
+//! `client_id` or by the `id_token_hint`'s audience is never followed.
+
+use super::{form_pairs, hs256_secret};
+use crate::guard::{self, SignedIn};
+use crate::pages;
+use crate::AppState;
+use actix_session::Session;
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use broker_core::client::IdTokenAlg;
+use broker_core::journal::{Action, Entry};
+use broker_core::oidc::claims::{verify_broker_jwt, verify_hs256};
+use broker_store::{idp, journal};
+
+pub async fn logout_get(req: HttpRequest, state: web::Data<AppState>, session: Session) -> HttpResponse {
+    logout(form_pairs(req.query_string().as_bytes()), state, session).await
+}
+
+pub async fn logout_post(body: web::Bytes, state: web::Data<AppState>, session: Session) -> HttpResponse {
+    logout(form_pairs(&body), state, session).await
+}
+
+fn param<'a>(p: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    p.iter().find(|(k, v)| k == name && !v.is_empty()).map(|(_, v)| v.as_str())
+}
+
+fn refused() -> HttpResponse {
+    pages::error_page(
+        StatusCode::BAD_REQUEST,
+        "Déconnexion : adresse de retour refusée",
+        "Votre session Aidants Connect est terminée. L'adresse de retour demandée n'est pas enregistrée pour ce service en ligne : vous n'y êtes pas renvoyé. Retournez sur le service en ligne par son adresse habituelle.",
+    )
+}
+
+enum Target {
+    None,
+    Redirect(String),
+    Refused,
+}
+
+async fn logout(p: Vec<(String, String)>, state: web::Data<AppState>, session: Session) -> HttpResponse {
+    let hint = param(&p, "id_token_hint").map(str::to_owned);
+    let client_id = param(&p, "client_id").map(str::to_owned);
+    let post_logout = param(&p, "post_logout_redirect_uri").map(str::to_owned);
+    let st = state.clone();
+    let target = web::block(move || -> Result<Target, String> {
+        // The client: `client_id`, or the audience of a hint the broker signed.
+        let keys = st.signing.keys();
+        let mut client_id = client_id;
+        if let Some(h) = &hint {
+            let from_keys = verify_broker_jwt(h, &keys);
+            let aud = |claims: &serde_json::Value| claims.get("aud").and_then(|a| a.as_str()).map(str::to_owned);
+            let hinted = match from_keys.as_ref().and_then(aud) {
+                Some(a) => Some(a),
+                None => {
+                    // An HS256 hint: its audience names the client whose secret verifies it.
+                    let unverified = h.split('.').nth(1).and_then(|b| data_encoding::BASE64URL_NOPAD.decode(b.as_bytes()).ok()).and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+                    match unverified.as_ref().and_then(aud) {
+                        Some(a) => match idp::find_client(&st.db, &a).map_err(|e| e.to_string())? {
+                            Some(c) if c.id_token_alg == IdTokenAlg::Hs256.key() => {
+                                let secret = hs256_secret(&st, &c).map_err(|e| e.to_string())?;
+                                secret.and_then(|s| verify_hs256(h, &s)).and_then(|c| aud(&c))
+                            }
+                            _ => None,
+                        },
+                        None => None,
+                    }
+                }
+            };
+            match (hinted, &client_id) {
+                (None, _) => return Ok(if post_logout.is_some() { Target::Refused } else { Target::None }),
+                (Some(a), Some(c)) if &a != c => return Ok(Target::Refused),
+                (Some(a), _) => client_id = Some(a),
+            }
+        }
+        let Some(uri) = post_logout else { return Ok(Target::None) };
+        let Some(client_id) = client_id else { return Ok(Target::Refused) };
+        match idp::find_client(&st.db, &client_id).map_err(|e| e.to_string())? {
+            Some(c) if c.post_logout_uri_list().contains(&uri.as_str()) => Ok(Target::Redirect(uri)),
+            _ => Ok(Target::Refused),
+        }
+    })
+    .await;
+    let target = match target {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "logout failed");
+            return pages::server_error();
+        }
+        Err(_) => return pages::server_error(),
+    };
+    if let Some(who) = SignedIn::from_session(&session, state.clock.now()) {
+        let st = state.clone();
+        let _ = web::block(move || st.db.write(|c| journal::append(c, &[Entry::new(Action::Logout).aidant(who.aidant_id).detail("via", "end_session")]))).await;
+    }
+    // The session ends whatever happens next: aidants work on shared computers.
+    session.purge();
+    match target {
+        Target::Refused => refused(),
+        Target::Redirect(uri) => match url::Url::parse(&uri) {
+            Ok(mut url) => {
+                if let Some(s) = param(&p, "state") {
+                    url.query_pairs_mut().append_pair("state", s);
+                }
+                guard::see_other(url.as_str())
+            }
+            Err(_) => refused(),
+        },
+        _ => pages::error_page(
+            StatusCode::OK,
+            "Vous êtes déconnecté",
+            "Votre session Aidants Connect est terminée sur ce navigateur. Vous pouvez fermer cette page ou retourner sur le service en ligne.",
+        ),
+    }
+}

@@ -1,0 +1,77 @@
+//! The identity provider FranceConnect's core calls: discovery, `/authorize` and the
+//! aidant's choice of usager and démarche, `/token`, `/userinfo` and logout. Nothing is
+//! kept in process memory: flows, codes and tokens live in the cache, so any instance
+//! can answer any step.
+
+pub mod authorize;
+pub mod discovery;
+pub mod logout;
+pub mod token;
+pub mod userinfo;
+
+use crate::AppState;
+use actix_web::http::header;
+use actix_web::{HttpResponse, HttpResponseBuilder};
+use broker_core::client::IdTokenAlg;
+use broker_core::oidc::authorize::{AsClientView, ClientView};
+use broker_core::oidc::error::OAuthError;
+use broker_store::admin::{self, Client};
+
+/// Parameters of a query string or a form body, in order.
+pub fn form_pairs(raw: &[u8]) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(raw).into_owned().collect()
+}
+
+/// A registered client with its redirect URIs split, as the checks want them.
+pub struct Registered {
+    pub client: Client,
+    pub redirect_uris: Vec<String>,
+}
+
+impl Registered {
+    pub fn new(client: Client) -> Self {
+        let redirect_uris = client.redirect_uri_list().into_iter().map(str::to_owned).collect();
+        Self { client, redirect_uris }
+    }
+
+    pub fn alg(&self) -> IdTokenAlg {
+        IdTokenAlg::parse(&self.client.id_token_alg).unwrap_or(IdTokenAlg::Es256)
+    }
+}
+
+impl AsClientView for Registered {
+    fn client_view(&self) -> ClientView<'_> {
+        ClientView { client_id: &self.client.client_id, redirect_uris: &self.redirect_uris }
+    }
+}
+
+/// The client secret of an HS256 client, unsealed (it signs that client's tokens).
+pub fn hs256_secret(state: &AppState, client: &Client) -> Result<Option<Vec<u8>>, OAuthError> {
+    match &client.secret_sealed {
+        Some(sealed) if client.id_token_alg == IdTokenAlg::Hs256.key() => state
+            .sealer
+            .open(sealed, &admin::client_context(&client.client_id))
+            .map(Some)
+            .map_err(OAuthError::internal),
+        _ => Ok(None),
+    }
+}
+
+/// Headers of every answer carrying tokens or identities (RFC 6749 §5.1).
+pub fn no_store(mut b: HttpResponseBuilder) -> HttpResponseBuilder {
+    b.insert_header((header::CACHE_CONTROL, "no-store")).insert_header((header::PRAGMA, "no-cache"));
+    b
+}
+
+/// An RFC 6749 §5.2 JSON error; the detail (if any) goes to the log only.
+pub fn json_error(e: &OAuthError) -> HttpResponse {
+    if let Some(d) = &e.detail {
+        if e.http_status() >= 500 {
+            tracing::error!(error = %e.code, detail = %d, "oidc request failed");
+        } else {
+            tracing::info!(error = %e.code, detail = %d, "oidc request refused");
+        }
+    }
+    let status = actix_web::http::StatusCode::from_u16(e.http_status()).unwrap_or(actix_web::http::StatusCode::BAD_REQUEST);
+    no_store(HttpResponse::build(status)).json(e.to_json())
+}

@@ -1,0 +1,93 @@
+//! `/userinfo` (GET and POST, RFC 6750 Bearer): the identité pivot claims of the granted
+//! scopes, as JSON or as a signed JWT per client. Each access token discloses the
+//! identity once, after checking again that the autorisation is active; the disclosure
+//! is journaled (`autorisation_used`) in the transaction that marks the token used.
+
+use super::{hs256_secret, no_store, Registered};
+use crate::AppState;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{web, HttpRequest, HttpResponse};
+use broker_core::client::UserinfoFormat;
+use broker_core::oidc::claims::{userinfo_claims, userinfo_jwt, Scope};
+use broker_core::oidc::error::{ErrorCode, OAuthError};
+use broker_store::idp::{self, Disclosure};
+use broker_store::oidc_state;
+
+fn bearer(req: &HttpRequest) -> Option<String> {
+    let h = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    if h.len() > 7 && h[..7].eq_ignore_ascii_case("bearer ") {
+        let t = h[7..].trim();
+        (!t.is_empty()).then(|| t.to_owned())
+    } else {
+        None
+    }
+}
+
+fn unauthorized(error: Option<&str>, description: &str) -> HttpResponse {
+    let challenge = match error {
+        // The description (French) goes in the body: header values are ASCII only.
+        Some(e) => format!("Bearer realm=\"aidants-connect\", error=\"{e}\""),
+        None => "Bearer realm=\"aidants-connect\"".to_owned(),
+    };
+    let mut res = no_store(HttpResponse::Unauthorized());
+    if let Ok(v) = HeaderValue::from_str(&challenge) {
+        res.insert_header((header::WWW_AUTHENTICATE, v));
+    }
+    match error {
+        Some(_) => res.json(OAuthError::new(ErrorCode::InvalidToken, description).to_json()),
+        None => res.finish(),
+    }
+}
+
+enum Answer {
+    Json(serde_json::Value),
+    Jwt(String),
+    Refused(&'static str),
+}
+
+pub async fn userinfo(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let Some(token) = bearer(&req) else {
+        return unauthorized(None, "");
+    };
+    let st = state.clone();
+    match web::block(move || answer(&st, &token)).await {
+        Ok(Ok(Answer::Json(v))) => no_store(HttpResponse::Ok()).json(v),
+        Ok(Ok(Answer::Jwt(jwt))) => no_store(HttpResponse::Ok()).content_type("application/jwt").body(jwt),
+        Ok(Ok(Answer::Refused(why))) => unauthorized(Some("invalid_token"), why),
+        Ok(Err(e)) => super::json_error(&e),
+        Err(e) => super::json_error(&OAuthError::internal(e)),
+    }
+}
+
+fn answer(state: &AppState, token: &str) -> Result<Answer, OAuthError> {
+    let now = state.clock.now();
+    let cache = state.cache.as_ref();
+    let Some(grant) = oidc_state::find_access_token(cache, token, now).map_err(OAuthError::internal)? else {
+        return Ok(Answer::Refused("Jeton inconnu, expiré ou révoqué."));
+    };
+    let hash = oidc_state::token_hash(token);
+    let (identity, client) = match idp::disclose(&state.db, &hash, &grant, now).map_err(OAuthError::internal)? {
+        Disclosure::Identity(found) => {
+            let (identity, client) = *found;
+            (identity, Registered::new(client))
+        }
+        Disclosure::ClientInactive => return Ok(Answer::Refused("Ce service en ligne n'est plus autorisé.")),
+        Disclosure::NotActive => {
+            oidc_state::revoke_access_token(cache, token).map_err(OAuthError::internal)?;
+            return Ok(Answer::Refused("Le mandat ne couvre plus cette démarche."));
+        }
+        Disclosure::AlreadyUsed => return Ok(Answer::Refused("Ce jeton a déjà servi.")),
+    };
+    // The token has served: its row in the database refuses any other use.
+    let scopes: Vec<Scope> = grant.scopes.iter().filter_map(|s| Scope::parse(s)).collect();
+    let claims = userinfo_claims(&grant.usager_sub, &identity, &scopes);
+    match UserinfoFormat::parse(&client.client.userinfo_format) {
+        Ok(UserinfoFormat::Jwt) => {
+            let secret = hs256_secret(state, &client.client)?;
+            let jwt = userinfo_jwt(claims, &state.issuer, &grant.client_id, now, client.alg(), &state.signing.keys(), secret.as_deref())
+                .map_err(OAuthError::internal)?;
+            Ok(Answer::Jwt(jwt))
+        }
+        _ => Ok(Answer::Json(serde_json::Value::Object(claims))),
+    }
+}

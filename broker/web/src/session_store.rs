@@ -1,0 +1,79 @@
+//! Server-side sessions for actix-session, kept in the broker's short-lived state cache
+//! (Redis when configured, in-process otherwise). The cookie holds only a random key;
+//! the cache key is its SHA-256, so a cache dump reveals no usable session key.
+
+use actix_session::storage::{LoadError, SaveError, SessionKey, SessionStore, UpdateError};
+use actix_web::cookie::time::Duration;
+use broker_core::secret::{random_bytes, sha256_hex};
+use broker_store::cache::Cache;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub struct CacheSessionStore {
+    cache: Arc<dyn Cache>,
+}
+
+impl CacheSessionStore {
+    pub fn new(cache: Arc<dyn Cache>) -> Self {
+        Self { cache }
+    }
+}
+
+fn cache_key(key: &SessionKey) -> String {
+    format!("session:{}", sha256_hex(key.as_ref().as_bytes()))
+}
+
+fn std_ttl(ttl: &Duration) -> std::time::Duration {
+    std::time::Duration::from_secs(u64::try_from(ttl.whole_seconds()).unwrap_or(1).max(1))
+}
+
+fn new_key() -> SessionKey {
+    SessionKey::try_from(hex::encode(random_bytes::<32>())).expect("64 hex characters make a valid session key")
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, anyhow::Error> + Send + 'static) -> Result<T, anyhow::Error> {
+    actix_web::rt::task::spawn_blocking(f).await.map_err(|e| anyhow::anyhow!(e.to_string()))?
+}
+
+impl SessionStore for CacheSessionStore {
+    async fn load(&self, session_key: &SessionKey) -> Result<Option<HashMap<String, String>>, LoadError> {
+        let (cache, key) = (self.cache.clone(), cache_key(session_key));
+        let raw = blocking(move || Ok(cache.get(&key)?)).await.map_err(LoadError::Other)?;
+        match raw {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| LoadError::Deserialization(e.into())),
+        }
+    }
+
+    async fn save(&self, state: HashMap<String, String>, ttl: &Duration) -> Result<SessionKey, SaveError> {
+        let body = serde_json::to_vec(&state).map_err(|e| SaveError::Serialization(e.into()))?;
+        let key = new_key();
+        let (cache, ck, ttl) = (self.cache.clone(), cache_key(&key), std_ttl(ttl));
+        blocking(move || Ok(cache.put(&ck, &body, ttl)?)).await.map_err(SaveError::Other)?;
+        Ok(key)
+    }
+
+    async fn update(&self, session_key: SessionKey, state: HashMap<String, String>, ttl: &Duration) -> Result<SessionKey, UpdateError> {
+        let body = serde_json::to_vec(&state).map_err(|e| UpdateError::Serialization(e.into()))?;
+        let (cache, ck, ttl) = (self.cache.clone(), cache_key(&session_key), std_ttl(ttl));
+        blocking(move || Ok(cache.put(&ck, &body, ttl)?)).await.map_err(UpdateError::Other)?;
+        Ok(session_key)
+    }
+
+    async fn update_ttl(&self, session_key: &SessionKey, ttl: &Duration) -> Result<(), anyhow::Error> {
+        let (cache, ck, ttl) = (self.cache.clone(), cache_key(session_key), std_ttl(ttl));
+        blocking(move || {
+            if let Some(v) = cache.get(&ck)? {
+                cache.put(&ck, &v, ttl)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete(&self, session_key: &SessionKey) -> Result<(), anyhow::Error> {
+        let (cache, ck) = (self.cache.clone(), cache_key(session_key));
+        blocking(move || Ok(cache.delete(&ck)?)).await
+    }
+}

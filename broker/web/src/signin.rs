@@ -1,0 +1,398 @@
+//! Sign-in with e-mail + TOTP code, then a single-use link sent by e-mail; sign-out;
+//! re-authentication for sensitive actions.
+//!
+//! Every failure shows the same text, whether the e-mail is unknown, the aidant
+//! deactivated, or the code wrong or already used. Failures are counted per e-mail and
+//! per IP address; too many lock the sign-in for a while.
+
+use crate::guard::{self, SignedIn, K_LINK_BINDING};
+use crate::mail::Message;
+use crate::pages::{self, render};
+use crate::AppState;
+use actix_session::Session;
+use actix_web::{web, HttpRequest, HttpResponse};
+use askama::Template;
+use broker_core::journal::{Action, Entry};
+use broker_core::secret::{constant_time_eq, random_bytes, sha256_hex};
+use broker_store::{auth, journal, StoreError};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+pub const GENERIC_FAILURE: &str = "L'adresse e-mail ou le code est incorrect. Vérifiez-les et réessayez.";
+pub const LINK_FAILURE: &str = "Ce lien de connexion n'est pas valable : il a expiré, il a déjà servi, ou il a été demandé depuis un autre navigateur. Recommencez la connexion depuis ce navigateur.";
+pub const LOCKED: &str = "Trop de tentatives de connexion ont échoué. Pour votre sécurité, la connexion est bloquée pendant 15 minutes : réessayez après ce délai.";
+pub const LINK_TTL_SECONDS: i64 = 300;
+pub const LOCK_AFTER: i64 = 5;
+pub const LOCK_AFTER_PER_IP: i64 = 30;
+pub const LOCK_MINUTES: u64 = 15;
+
+#[derive(Template)]
+#[template(path = "signin.html")]
+struct SigninPage<'a> {
+    header: pages::Header,
+    csrf: String,
+    email: &'a str,
+    error: Option<&'a str>,
+    suite: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "signin_sent.html")]
+struct SentPage {
+    header: pages::Header,
+}
+
+#[derive(Template)]
+#[template(path = "link_confirm.html")]
+struct LinkPage<'a> {
+    header: pages::Header,
+    csrf: String,
+    jeton: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "reauth.html")]
+struct ReauthPage<'a> {
+    header: pages::Header,
+    csrf: String,
+    error: Option<&'a str>,
+    suite: &'a str,
+}
+
+#[derive(Deserialize)]
+pub struct SuiteQuery {
+    suite: Option<String>,
+}
+
+pub async fn form(state: web::Data<AppState>, session: Session, q: web::Query<SuiteQuery>) -> HttpResponse {
+    if SignedIn::from_session(&session, state.clock.now()).is_some() {
+        return guard::see_other(&guard::safe_next(q.suite.as_deref()));
+    }
+    let suite = guard::safe_next(q.suite.as_deref());
+    render(&SigninPage { header: pages::Header::anonymous_with_csrf(&session), csrf: guard::csrf_token(&session), email: "", error: None, suite: &suite })
+}
+
+#[derive(Deserialize)]
+pub struct SigninForm {
+    csrf: String,
+    email: String,
+    code: String,
+    suite: Option<String>,
+}
+
+/// What the e-mailed link stands for, kept in the cache under the hash of its token.
+#[derive(Serialize, Deserialize)]
+struct LinkRecord {
+    aidant_id: i64,
+    device_id: i64,
+    /// SHA-256 of the random value kept in the requesting browser's session.
+    binding: String,
+    expires_at: i64,
+    suite: String,
+}
+
+fn link_key(token: &str) -> String {
+    format!("signin-link:{}", sha256_hex(token.as_bytes()))
+}
+
+fn email_key(email: &str) -> String {
+    format!("signin-fail:email:{}", sha256_hex(email.trim().to_lowercase().as_bytes()))
+}
+
+fn ip_key(ip: &str) -> String {
+    format!("signin-fail:ip:{}", sha256_hex(ip.as_bytes()))
+}
+
+/// The client's address, for rate limits: from the proxy's headers when the broker is
+/// configured to be behind one (they could be forged otherwise), from the socket if not.
+pub fn client_ip(state: &AppState, req: &HttpRequest) -> String {
+    if state.behind_proxy {
+        if let Some(ip) = req.connection_info().realip_remote_addr() {
+            return ip.to_owned();
+        }
+    }
+    req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default()
+}
+
+fn lock_window() -> Duration {
+    Duration::from_secs(LOCK_MINUTES * 60)
+}
+
+/// True when this e-mail (when there is one: a security key gives none) or this
+/// address has failed too often recently.
+pub fn is_locked(state: &AppState, email: Option<&str>, ip: &str) -> Result<bool, StoreError> {
+    let count = |k: &str| -> Result<i64, StoreError> {
+        Ok(state
+            .cache
+            .get(k)?
+            .and_then(|v| String::from_utf8(v).ok())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0))
+    };
+    let by_email = match email {
+        Some(e) => count(&email_key(e))? >= LOCK_AFTER,
+        None => false,
+    };
+    Ok(by_email || count(&ip_key(ip))? >= LOCK_AFTER_PER_IP)
+}
+
+/// Counts a failure; journals the burst that locks an e-mail (with the aidant when the
+/// e-mail is theirs). Nothing of this reaches the person signing in.
+pub fn record_failure(state: &AppState, email: Option<&str>, ip: &str) -> Result<(), StoreError> {
+    state.cache.incr(&ip_key(ip), lock_window())?;
+    let Some(email) = email else { return Ok(()) };
+    let n = state.cache.incr(&email_key(email), lock_window())?;
+    if n == LOCK_AFTER {
+        let aidant = state.db.read(|c| auth::find_active_aidant(c, email))?;
+        state.db.write(|c| {
+            let mut e = Entry::new(Action::SigninLocked).detail("failures", n).detail("minutes", LOCK_MINUTES);
+            if let Some(a) = &aidant {
+                e = e.aidant(a.id).in_organisation(a.current_organisation_id);
+            }
+            journal::append(c, &[e])
+        })?;
+    }
+    Ok(())
+}
+
+enum Outcome {
+    Locked,
+    Failed,
+    Sent,
+}
+
+pub async fn submit(state: web::Data<AppState>, session: Session, req: HttpRequest, form: web::Form<SigninForm>) -> HttpResponse {
+    if !guard::csrf_ok(&session, &form.csrf) {
+        return guard::csrf_refused();
+    }
+    let form = form.into_inner();
+    let suite = guard::safe_next(form.suite.as_deref());
+    let ip = client_ip(&state, &req);
+    let binding = hex::encode(random_bytes::<32>());
+    let st = state.clone();
+    let (email, code, b, s) = (form.email.clone(), form.code.clone(), binding.clone(), suite.clone());
+    let outcome = web::block(move || -> Result<Outcome, StoreError> {
+        let now = st.clock.now();
+        if is_locked(&st, Some(&email), &ip)? {
+            return Ok(Outcome::Locked);
+        }
+        let matched = match st.db.read(|c| auth::find_active_aidant(c, &email))? {
+            Some(a) => auth::verify_totp(&st.db, &st.sealer, a.id, &code, now)?.map(|m| (a, m)),
+            None => None,
+        };
+        let Some((aidant, m)) = matched else {
+            record_failure(&st, Some(&email), &ip)?;
+            return Ok(Outcome::Failed);
+        };
+        let token = hex::encode(random_bytes::<32>());
+        let record = LinkRecord {
+            aidant_id: aidant.id,
+            device_id: m.device_id,
+            binding: sha256_hex(b.as_bytes()),
+            expires_at: now.plus_seconds(LINK_TTL_SECONDS).micros(),
+            suite: s,
+        };
+        let body = serde_json::to_vec(&record).expect("link record serialises");
+        st.cache.put(&link_key(&token), &body, Duration::from_secs(LINK_TTL_SECONDS as u64))?;
+        let mut link = url::Url::parse(&format!("{}/connexion/lien", st.issuer)).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        link.query_pairs_mut().append_pair("jeton", &token);
+        let text = format!(
+            "Bonjour {},\n\nPour vous connecter à Aidants Connect, ouvrez ce lien dans le navigateur où vous avez saisi votre code, dans les 5 minutes :\n\n{}\n\nSi vous n'avez pas demandé à vous connecter, ignorez ce message : personne ne peut se connecter sans ce lien et votre code.\n\nAidants Connect\n",
+            aidant.first_name, link
+        );
+        st.mailer
+            .send(&Message { to: aidant.email.clone(), subject: "Votre lien de connexion à Aidants Connect".into(), text })
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        if st.mailer.is_outbox() {
+            println!("Lien de connexion (développement) : {link}");
+        }
+        Ok(Outcome::Sent)
+    })
+    .await;
+    match outcome {
+        Ok(Ok(Outcome::Sent)) => {
+            if session.insert(K_LINK_BINDING, &binding).is_err() {
+                return pages::server_error();
+            }
+            render(&SentPage { header: pages::Header::anonymous() })
+        }
+        Ok(Ok(Outcome::Failed)) => render(&SigninPage {
+            header: pages::Header::anonymous_with_csrf(&session),
+            csrf: guard::csrf_token(&session),
+            email: &form.email,
+            error: Some(GENERIC_FAILURE),
+            suite: &suite,
+        }),
+        Ok(Ok(Outcome::Locked)) => render(&SigninPage {
+            header: pages::Header::anonymous_with_csrf(&session),
+            csrf: guard::csrf_token(&session),
+            email: &form.email,
+            error: Some(LOCKED),
+            suite: &suite,
+        }),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "sign-in failed");
+            pages::server_error()
+        }
+        Err(_) => pages::server_error(),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct LinkQuery {
+    jeton: Option<String>,
+}
+
+/// The e-mailed link lands here: a page with a button, so that mail scanners that
+/// follow links do not use it up.
+pub async fn link_page(session: Session, q: web::Query<LinkQuery>) -> HttpResponse {
+    let jeton = q.jeton.clone().unwrap_or_default();
+    render(&LinkPage { header: pages::Header::anonymous(), csrf: guard::csrf_token(&session), jeton: &jeton })
+}
+
+#[derive(Deserialize)]
+pub struct LinkForm {
+    csrf: String,
+    jeton: String,
+}
+
+pub async fn link_confirm(state: web::Data<AppState>, session: Session, form: web::Form<LinkForm>) -> HttpResponse {
+    if !guard::csrf_ok(&session, &form.csrf) {
+        return guard::csrf_refused();
+    }
+    let binding = session.get::<String>(K_LINK_BINDING).ok().flatten().unwrap_or_default();
+    let st = state.clone();
+    let token = form.jeton.clone();
+    let result = web::block(move || -> Result<Option<(i64, String)>, StoreError> {
+        let now = st.clock.now();
+        let key = link_key(&token);
+        let Some(raw) = st.cache.get(&key)? else { return Ok(None) };
+        let Ok(record) = serde_json::from_slice::<LinkRecord>(&raw) else { return Ok(None) };
+        if binding.is_empty() || !constant_time_eq(record.binding.as_bytes(), sha256_hex(binding.as_bytes()).as_bytes()) {
+            return Ok(None);
+        }
+        // Single use: of two concurrent submissions, one takes it.
+        if st.cache.take(&key)?.is_none() || now.micros() >= record.expires_at {
+            return Ok(None);
+        }
+        let Some(aidant) = st.db.read(|c| auth::find_active_by_id(c, record.aidant_id))? else { return Ok(None) };
+        st.db.write(|c| {
+            let e = Entry::new(Action::AidantLogin)
+                .aidant(aidant.id)
+                .in_organisation(aidant.current_organisation_id)
+                .detail("method", "totp")
+                .detail("device", record.device_id);
+            journal::append(c, &[e])
+        })?;
+        Ok(Some((aidant.id, record.suite)))
+    })
+    .await;
+    match result {
+        Ok(Ok(Some((aidant_id, suite)))) => match guard::sign_in(&session, aidant_id, state.clock.now(), guard::AMR_TOTP) {
+            Ok(()) => guard::see_other(&guard::safe_next(Some(&suite))),
+            Err(_) => pages::server_error(),
+        },
+        Ok(Ok(None)) => pages::error_page(actix_web::http::StatusCode::BAD_REQUEST, "Lien de connexion non valable", LINK_FAILURE),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "sign-in link failed");
+            pages::server_error()
+        }
+        Err(_) => pages::server_error(),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct CsrfForm {
+    csrf: String,
+}
+
+pub async fn sign_out(state: web::Data<AppState>, session: Session, form: web::Form<CsrfForm>) -> HttpResponse {
+    if !guard::csrf_ok(&session, &form.csrf) {
+        return guard::csrf_refused();
+    }
+    if let Some(who) = SignedIn::from_session(&session, state.clock.now()) {
+        let st = state.clone();
+        let _ = web::block(move || {
+            let org = st.db.read(|c| auth::find_active_by_id(c, who.aidant_id)).ok().flatten().and_then(|a| a.current_organisation_id);
+            st.db.write(|c| journal::append(c, &[Entry::new(Action::Logout).aidant(who.aidant_id).in_organisation(org)]))
+        })
+        .await;
+    }
+    session.purge();
+    guard::see_other("/")
+}
+
+pub async fn reauth_form(state: web::Data<AppState>, session: Session, q: web::Query<SuiteQuery>) -> HttpResponse {
+    let suite = guard::safe_next(q.suite.as_deref());
+    let who = match guard::require_signed_in(&state, &session, &suite) {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let header = pages::header_for(&state, &session, who.aidant_id).await;
+    render(&ReauthPage { header, csrf: guard::csrf_token(&session), error: None, suite: &suite })
+}
+
+#[derive(Deserialize)]
+pub struct ReauthForm {
+    csrf: String,
+    code: String,
+    suite: Option<String>,
+}
+
+pub async fn reauth_submit(state: web::Data<AppState>, session: Session, req: HttpRequest, form: web::Form<ReauthForm>) -> HttpResponse {
+    if !guard::csrf_ok(&session, &form.csrf) {
+        return guard::csrf_refused();
+    }
+    let suite = guard::safe_next(form.suite.as_deref());
+    let who = match guard::require_signed_in(&state, &session, &suite) {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let st = state.clone();
+    let code = form.code.clone();
+    let ip = client_ip(&state, &req);
+    let result = web::block(move || -> Result<Option<bool>, StoreError> {
+        let now = st.clock.now();
+        let Some(aidant) = st.db.read(|c| auth::find_active_by_id(c, who.aidant_id))? else { return Ok(None) };
+        if is_locked(&st, Some(&aidant.email), &ip)? {
+            return Ok(Some(false));
+        }
+        match auth::verify_totp(&st.db, &st.sealer, aidant.id, &code, now)? {
+            Some(m) => {
+                st.db.write(|c| {
+                    let e = Entry::new(Action::Reauthentication)
+                        .aidant(aidant.id)
+                        .in_organisation(aidant.current_organisation_id)
+                        .detail("method", "totp")
+                        .detail("device", m.device_id);
+                    journal::append(c, &[e])
+                })?;
+                Ok(Some(true))
+            }
+            None => {
+                record_failure(&st, Some(&aidant.email), &ip)?;
+                Ok(Some(false))
+            }
+        }
+    })
+    .await;
+    match result {
+        Ok(Ok(Some(true))) => match guard::mark_fresh(&session, state.clock.now(), guard::AMR_TOTP) {
+            Ok(()) => guard::see_other(&suite),
+            Err(_) => pages::server_error(),
+        },
+        Ok(Ok(Some(false))) => {
+            let header = pages::header_for(&state, &session, who.aidant_id).await;
+            render(&ReauthPage { header, csrf: guard::csrf_token(&session), error: Some("Le code est incorrect ou a déjà servi. Attendez le code suivant et réessayez."), suite: &suite })
+        }
+        Ok(Ok(None)) => {
+            session.purge();
+            guard::see_other("/connexion")
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "re-authentication failed");
+            pages::server_error()
+        }
+        Err(_) => pages::server_error(),
+    }
+}

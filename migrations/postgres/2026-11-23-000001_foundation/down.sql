@@ -1,0 +1,11 @@
+DROP TABLE webauthn_credentials;
+DROP TABLE totp_devices;
+DROP TABLE totp_cards;
+DROP TABLE oidc_clients;
+DROP TABLE attestations;
+DROP TABLE autorisations;
+DROP TABLE mandats;
+DROP TABLE usagers;
+DROP TABLE memberships;
+DROP TABLE aidants;
+DROP TABLE organisations;

@@ -1,0 +1,1 @@
+ALTER TABLE aidants DROP COLUMN auditor;
