@@ -1135,6 +1135,7 @@ fn serve(s: &Settings) -> Result<(), Failure> {
         franceconnect: fc_client,
         usager_salt: keys.usager_salt,
         journal_key: Some(journal_key),
+        clients: Arc::new(broker_store::idp::ClientCache::new(std::time::Duration::from_secs(s.client_cache_seconds))),
     };
     let opts = broker_web::ServeOptions {
         listen: s.listen.clone(),

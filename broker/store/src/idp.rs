@@ -11,6 +11,9 @@ use broker_core::identite::IdentitePivot;
 use broker_core::journal::{Action, Entry};
 use broker_core::{Demarche, Timestamp};
 use diesel::prelude::*;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 /// An active client by its id (exact match).
 pub fn find_client(db: &Db, client_id: &str) -> Result<Option<Client>, StoreError> {
@@ -22,6 +25,54 @@ pub fn find_client(db: &Db, client_id: &str) -> Result<Option<Client>, StoreErro
             .first(c)
             .optional()?)
     })
+}
+
+/// Active clients, read through a short-lived copy in process memory: `/token` and
+/// `/userinfo` look their client up on every request, and registrations rarely change.
+/// A client unknown to the copy is always read from the database (a client registered a
+/// moment ago is found at once); a client made inactive in the database stops being
+/// served within the copy's lifetime. A lifetime of zero reads the database every time.
+pub struct ClientCache {
+    ttl: Duration,
+    entries: RwLock<HashMap<String, (Arc<Client>, Instant)>>,
+}
+
+/// Above this many copies, those past their lifetime are dropped on the next insertion.
+const CLIENT_CACHE_SWEEP: usize = 1024;
+
+impl ClientCache {
+    pub fn new(ttl: Duration) -> Self {
+        ClientCache { ttl, entries: RwLock::new(HashMap::new()) }
+    }
+
+    /// The active client `client_id`, as [`find_client`] answers it at most `ttl` ago.
+    pub fn get(&self, db: &Db, client_id: &str) -> Result<Option<Arc<Client>>, StoreError> {
+        if !self.ttl.is_zero() {
+            let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+            if let Some((client, at)) = entries.get(client_id) {
+                if at.elapsed() < self.ttl {
+                    return Ok(Some(client.clone()));
+                }
+            }
+        }
+        let found = find_client(db, client_id)?.map(Arc::new);
+        if !self.ttl.is_zero() {
+            let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+            match &found {
+                Some(client) => {
+                    if entries.len() >= CLIENT_CACHE_SWEEP {
+                        let ttl = self.ttl;
+                        entries.retain(|_, (_, at)| at.elapsed() < ttl);
+                    }
+                    entries.insert(client_id.to_owned(), (client.clone(), Instant::now()));
+                }
+                None => {
+                    entries.remove(client_id);
+                }
+            }
+        }
+        Ok(found)
+    }
 }
 
 /// One active autorisation of a usager, as the aidant may pick it.
@@ -174,7 +225,7 @@ pub fn usager_sub(db: &Db, usager_id: i64) -> Result<String, StoreError> {
 /// What `/userinfo` may answer for one access token.
 pub enum Disclosure {
     /// The identity, disclosed now and journaled, and the client it goes to.
-    Identity(Box<(IdentitePivot, Client)>),
+    Identity(Box<(IdentitePivot, Arc<Client>)>),
     /// The client is no longer active: nothing is disclosed.
     ClientInactive,
     /// The autorisation is no longer active (revoked, or its mandat expired).
@@ -219,20 +270,15 @@ fn active_identity(c: &mut AnyConnection, g: &AccessGrant, now: Timestamp) -> Re
 
 /// Discloses the usager's identity for the access token whose hash is `token_hash`: in one
 /// transaction, checks that the autorisation is still active at `now`, marks the token
-/// used and appends the `autorisation_used` journal entry. Nothing is written when the
-/// answer is not [`Disclosure::Identity`].
-pub fn disclose(db: &Db, token_hash: &str, g: &AccessGrant, now: Timestamp) -> Result<Disclosure, StoreError> {
+/// used and appends the `autorisation_used` journal entry. The grant's client must be
+/// active (as `clients` knows it). Nothing is written when the answer is not
+/// [`Disclosure::Identity`].
+pub fn disclose(db: &Db, clients: &ClientCache, token_hash: &str, g: &AccessGrant, now: Timestamp) -> Result<Disclosure, StoreError> {
+    let Some(client) = clients.get(db, &g.client_id)? else { return Ok(Disclosure::ClientInactive) };
     let out = db.write(|c| {
         let Some(identity) = active_identity(c, g, now)? else {
             return Ok(Disclosure::NotActive);
         };
-        let client = oidc_clients::table
-            .filter(oidc_clients::client_id.eq(&g.client_id))
-            .filter(oidc_clients::active.eq(true))
-            .select(Client::as_select())
-            .first(c)
-            .optional()?;
-        let Some(client) = client else { return Ok(Disclosure::ClientInactive) };
         // A second use hits the primary key (mapped to `AlreadyUsed` below).
         diesel::insert_into(oidc_token_uses::table)
             .values((oidc_token_uses::token_hash.eq(token_hash), oidc_token_uses::used_at.eq(now.micros())))
@@ -248,7 +294,7 @@ pub fn disclose(db: &Db, token_hash: &str, g: &AccessGrant, now: Timestamp) -> R
             e = e.demarche(d);
         }
         journal::append(c, &[e])?;
-        Ok(Disclosure::Identity(Box::new((identity, client))))
+        Ok(Disclosure::Identity(Box::new((identity, client.clone()))))
     });
     match out {
         // Two requests racing with one token: the loser's insert hits the primary key.

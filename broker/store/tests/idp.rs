@@ -14,6 +14,8 @@ use broker_store::mandats::{self, NewMandat};
 use broker_store::oidc_state::AccessGrant;
 use broker_store::journal;
 use broker_testkit::TestDb;
+use diesel::prelude::*;
+use std::time::Duration;
 use Demarche::*;
 
 const T0: Timestamp = Timestamp::from_micros(1_800_000_000_000_000);
@@ -23,6 +25,7 @@ struct World {
     org: i64,
     other_org: i64,
     aidant: i64,
+    clients: idp::ClientCache,
 }
 
 fn world(t: TestDb) -> World {
@@ -41,7 +44,7 @@ fn world(t: TestDb) -> World {
         userinfo: UserinfoFormat::Json,
     };
     admin::create_client(&t.db, &Sealer::new(&[7; 32]), &client).unwrap();
-    World { t, org, other_org, aidant }
+    World { t, org, other_org, aidant, clients: idp::ClientCache::new(Duration::from_secs(10)) }
 }
 
 fn usager(w: &World, sub: &str, given: &str, family: &str) -> i64 {
@@ -136,14 +139,14 @@ fn a_token_discloses_the_identity_once_and_journals_it_in_the_same_transaction()
         let u = usager(&w, "s1", "Hélène", "Dupont");
         let m = mandat(&w, w.org, u, &[Argent], T0);
         let g = grant(&w, u, &m);
-        match idp::disclose(&w.t.db, "hash-1", &g, T0.plus_seconds(5)).unwrap() {
+        match idp::disclose(&w.t.db, &w.clients, "hash-1", &g, T0.plus_seconds(5)).unwrap() {
             Disclosure::Identity(found) => {
                 let (i, client) = *found;
                 assert_eq!((i.given_name.as_str(), i.email.as_str(), client.client_id.as_str()), ("Hélène", "s1@exemple.fr", "fc"));
             }
             _ => panic!("{}: identity expected", w.t.name()),
         }
-        assert!(matches!(idp::disclose(&w.t.db, "hash-1", &g, T0.plus_seconds(6)).unwrap(), Disclosure::AlreadyUsed));
+        assert!(matches!(idp::disclose(&w.t.db, &w.clients, "hash-1", &g, T0.plus_seconds(6)).unwrap(), Disclosure::AlreadyUsed));
         let used = used_entries(&w.t);
         assert_eq!(used.len(), 1, "{}", w.t.name());
         assert_eq!(used[0].autorisation, Some(m.autorisations[0].0));
@@ -161,21 +164,21 @@ fn a_revoked_or_expired_autorisation_discloses_nothing_and_writes_nothing() {
         let m = mandat(&w, w.org, u, &[Argent, Social], T0);
         let g = grant(&w, u, &m);
         // Expired: the mandat lasts 31 days, to the microsecond.
-        assert!(matches!(idp::disclose(&w.t.db, "h-exp", &g, T0.plus_days(31)).unwrap(), Disclosure::NotActive));
+        assert!(matches!(idp::disclose(&w.t.db, &w.clients, "h-exp", &g, T0.plus_days(31)).unwrap(), Disclosure::NotActive));
         mandats::revoke_autorisation(&w.t.db, g.autorisation_id, w.aidant, T0.plus_seconds(10)).unwrap();
-        assert!(matches!(idp::disclose(&w.t.db, "h-rev", &g, T0.plus_seconds(11)).unwrap(), Disclosure::NotActive));
+        assert!(matches!(idp::disclose(&w.t.db, &w.clients, "h-rev", &g, T0.plus_seconds(11)).unwrap(), Disclosure::NotActive));
         // A grant that names another organisation is not honoured either.
         let mut other = grant(&w, u, &m);
         other.autorisation_id = m.autorisations[1].0;
         other.demarche = m.autorisations[1].1.key().into();
         other.organisation_id = w.other_org;
-        assert!(matches!(idp::disclose(&w.t.db, "h-org", &other, T0.plus_seconds(11)).unwrap(), Disclosure::NotActive));
+        assert!(matches!(idp::disclose(&w.t.db, &w.clients, "h-org", &other, T0.plus_seconds(11)).unwrap(), Disclosure::NotActive));
         // A grant for a client deactivated since: nothing either.
         let mut gone = grant(&w, u, &m);
         gone.client_id = "ancien-client".into();
         gone.autorisation_id = m.autorisations[1].0;
         gone.demarche = m.autorisations[1].1.key().into();
-        assert!(matches!(idp::disclose(&w.t.db, "h-client", &gone, T0.plus_seconds(11)).unwrap(), Disclosure::ClientInactive));
+        assert!(matches!(idp::disclose(&w.t.db, &w.clients, "h-client", &gone, T0.plus_seconds(11)).unwrap(), Disclosure::ClientInactive));
         assert!(used_entries(&w.t).is_empty(), "{}", w.t.name());
     }
 }
@@ -193,7 +196,7 @@ fn of_eight_concurrent_disclosures_with_one_token_exactly_one_wins() {
                 .map(|_| {
                     s.spawn(|| {
                         barrier.wait();
-                        matches!(idp::disclose(&w.t.db, "race", &g, T0.plus_seconds(1)).unwrap(), Disclosure::Identity(_))
+                        matches!(idp::disclose(&w.t.db, &w.clients, "race", &g, T0.plus_seconds(1)).unwrap(), Disclosure::Identity(_))
                     })
                 })
                 .collect();
@@ -201,5 +204,31 @@ fn of_eight_concurrent_disclosures_with_one_token_exactly_one_wins() {
         });
         assert_eq!(wins, 1, "{}", w.t.name());
         assert_eq!(used_entries(&w.t).len(), 1);
+    }
+}
+
+fn set_client_active(t: &TestDb, active: bool) {
+    use broker_store::schema::oidc_clients;
+    t.db.write(|c| Ok(diesel::update(oidc_clients::table.filter(oidc_clients::client_id.eq("fc"))).set(oidc_clients::active.eq(active)).execute(c)?)).unwrap();
+}
+
+#[test]
+fn the_client_copy_is_served_within_its_lifetime_and_read_again_after_it() {
+    for t in TestDb::both() {
+        let w = world(t);
+        let short = idp::ClientCache::new(Duration::from_millis(200));
+        let every_time = idp::ClientCache::new(Duration::ZERO);
+        assert_eq!(short.get(&w.t.db, "fc").unwrap().unwrap().name, "FranceConnect");
+        assert!(every_time.get(&w.t.db, "fc").unwrap().is_some());
+        assert!(short.get(&w.t.db, "inconnu").unwrap().is_none());
+        set_client_active(&w.t, false);
+        // Within its lifetime the copy still answers; a cache of lifetime zero does not.
+        assert!(short.get(&w.t.db, "fc").unwrap().is_some(), "{}", w.t.name());
+        assert!(every_time.get(&w.t.db, "fc").unwrap().is_none(), "{}", w.t.name());
+        std::thread::sleep(Duration::from_millis(250));
+        assert!(short.get(&w.t.db, "fc").unwrap().is_none(), "past its lifetime the copy is read again: {}", w.t.name());
+        // A client that becomes active is found at once: a miss is never remembered.
+        set_client_active(&w.t, true);
+        assert!(short.get(&w.t.db, "fc").unwrap().is_some(), "{}", w.t.name());
     }
 }

@@ -62,6 +62,8 @@ pub struct AppState {
     pub usager_salt: [u8; 32],
     /// The journal key, whose public part `/journal/cle` publishes (absent in tests).
     pub journal_key: Option<Arc<broker_core::checkpoint::JournalKey>>,
+    /// Registered clients, read through a short-lived copy.
+    pub clients: Arc<broker_store::idp::ClientCache>,
 }
 
 pub struct ServeOptions {

@@ -124,7 +124,7 @@ async fn start(params: Vec<(String, String)>, state: web::Data<AppState>, sessio
     let checked = web::block(move || {
         let mut name = String::new();
         let r = try_validate(&params, |id| {
-            let c = idp::find_client(&st.db, id).map_err(|e| e.to_string())?;
+            let c = st.clients.get(&st.db, id).map_err(|e| e.to_string())?;
             if let Some(c) = &c {
                 name = c.name.clone();
             }

@@ -13,7 +13,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use broker_core::client::IdTokenAlg;
 use broker_core::journal::{Action, Entry};
 use broker_core::oidc::claims::{verify_broker_jwt, verify_hs256};
-use broker_store::{idp, journal};
+use broker_store::journal;
 
 pub async fn logout_get(req: HttpRequest, state: web::Data<AppState>, session: Session) -> HttpResponse {
     logout(form_pairs(req.query_string().as_bytes()), state, session).await
@@ -59,7 +59,7 @@ async fn logout(p: Vec<(String, String)>, state: web::Data<AppState>, session: S
                     // An HS256 hint: its audience names the client whose secret verifies it.
                     let unverified = h.split('.').nth(1).and_then(|b| data_encoding::BASE64URL_NOPAD.decode(b.as_bytes()).ok()).and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
                     match unverified.as_ref().and_then(aud) {
-                        Some(a) => match idp::find_client(&st.db, &a).map_err(|e| e.to_string())? {
+                        Some(a) => match st.clients.get(&st.db, &a).map_err(|e| e.to_string())? {
                             Some(c) if c.id_token_alg == IdTokenAlg::Hs256.key() => {
                                 let secret = hs256_secret(&st, &c).map_err(|e| e.to_string())?;
                                 secret.and_then(|s| verify_hs256(h, &s)).and_then(|c| aud(&c))
@@ -78,7 +78,7 @@ async fn logout(p: Vec<(String, String)>, state: web::Data<AppState>, session: S
         }
         let Some(uri) = post_logout else { return Ok(Target::None) };
         let Some(client_id) = client_id else { return Ok(Target::Refused) };
-        match idp::find_client(&st.db, &client_id).map_err(|e| e.to_string())? {
+        match st.clients.get(&st.db, &client_id).map_err(|e| e.to_string())? {
             Some(c) if c.post_logout_uri_list().contains(&uri.as_str()) => Ok(Target::Redirect(uri)),
             _ => Ok(Target::Refused),
         }

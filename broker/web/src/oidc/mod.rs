@@ -16,6 +16,7 @@ use broker_core::client::IdTokenAlg;
 use broker_core::oidc::authorize::{AsClientView, ClientView};
 use broker_core::oidc::error::OAuthError;
 use broker_store::admin::{self, Client};
+use std::sync::Arc;
 
 /// Parameters of a query string or a form body, in order.
 pub fn form_pairs(raw: &[u8]) -> Vec<(String, String)> {
@@ -24,12 +25,13 @@ pub fn form_pairs(raw: &[u8]) -> Vec<(String, String)> {
 
 /// A registered client with its redirect URIs split, as the checks want them.
 pub struct Registered {
-    pub client: Client,
+    pub client: Arc<Client>,
     pub redirect_uris: Vec<String>,
 }
 
 impl Registered {
-    pub fn new(client: Client) -> Self {
+    pub fn new(client: impl Into<Arc<Client>>) -> Self {
+        let client = client.into();
         let redirect_uris = client.redirect_uri_list().into_iter().map(str::to_owned).collect();
         Self { client, redirect_uris }
     }

@@ -11,7 +11,6 @@ use broker_core::oidc::claims::{id_token_claims, sign_id_token, IdTokenInput};
 use broker_core::oidc::error::{ErrorCode, OAuthError};
 use broker_core::secret::Secret;
 use broker_core::{Demarche, Timestamp};
-use broker_store::idp;
 use broker_store::oidc_state::{self, AccessGrant};
 use data_encoding::BASE64;
 use serde_json::json;
@@ -89,7 +88,7 @@ pub async fn token(req: HttpRequest, body: web::Bytes, state: web::Data<AppState
 }
 
 fn exchange(state: &AppState, creds: &Credentials, params: &[(String, String)]) -> Result<serde_json::Value, OAuthError> {
-    let client = idp::find_client(&state.db, &creds.client_id).map_err(OAuthError::internal)?;
+    let client = state.clients.get(&state.db, &creds.client_id).map_err(OAuthError::internal)?;
     let secret = Secret::new(creds.secret.clone());
     let matches = secret.matches_hash(client.as_ref().map_or(NO_CLIENT_HASH, |c| c.secret_hash.as_str()));
     let client = match client {

@@ -66,7 +66,7 @@ fn answer(state: &AppState, token: &str) -> Result<Answer, OAuthError> {
         return Ok(Answer::Refused("Jeton inconnu, expiré ou révoqué."));
     };
     let hash = oidc_state::token_hash(token);
-    let (identity, client) = match idp::disclose(&state.db, &hash, &grant, now).map_err(OAuthError::internal)? {
+    let (identity, client) = match idp::disclose(&state.db, &state.clients, &hash, &grant, now).map_err(OAuthError::internal)? {
         Disclosure::Identity(found) => {
             let (identity, client) = *found;
             (identity, Registered::new(client))

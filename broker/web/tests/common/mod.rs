@@ -69,6 +69,7 @@ pub fn world(t: TestDb) -> World {
         franceconnect: None,
         usager_salt: [5u8; 32],
         journal_key: None,
+        clients: Arc::new(broker_store::idp::ClientCache::new(std::time::Duration::from_secs(10))),
     });
     World { t, state, clock, smtp, email, seed, aidant_id: a.id, _outbox: outbox }
 }
