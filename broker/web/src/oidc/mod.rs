@@ -1,7 +1,7 @@
 //! The identity provider FranceConnect's core calls: discovery, `/authorize` and the
-//! aidant's choice of usager and démarche, `/token`, `/userinfo` and logout. Nothing is
-//! kept in process memory: flows, codes and tokens live in the cache, so any instance
-//! can answer any step.
+//! aidant's choice of usager and démarche, `/token`, `/userinfo` and logout. Flows, codes
+//! and tokens live in the shared cache, never in process memory, so any instance can
+//! answer any step; only registered clients are copied in memory, for a few seconds.
 
 pub mod authorize;
 pub mod discovery;
