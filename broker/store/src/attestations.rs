@@ -239,19 +239,20 @@ pub fn mandat_fingerprint(c: &mut AnyConnection, mandat_id: i64) -> Result<Optio
 /// The aidant who recorded the attestation with fingerprint `fp`, from its journal entry.
 pub fn recorded_by(c: &mut AnyConnection, fp: &str) -> Result<Option<i64>, StoreError> {
     let action = Action::AttestationCreated.key();
-    let sequenced: Option<Option<i64>> = journal_t::table
-        .filter(journal_t::action.eq(action))
-        .filter(journal_t::attestation_hash.eq(fp))
-        .select(journal_t::aidant_id)
-        .first(c)
-        .optional()?;
-    if let Some(a) = sequenced {
-        return Ok(a);
-    }
-    Ok(journal_pending::table
+    // Pending first, numbered second: an entry moved in between is still found.
+    let pending: Option<Option<i64>> = journal_pending::table
         .filter(journal_pending::action.eq(action))
         .filter(journal_pending::attestation_hash.eq(fp))
         .select(journal_pending::aidant_id)
+        .first(c)
+        .optional()?;
+    if let Some(a) = pending {
+        return Ok(a);
+    }
+    Ok(journal_t::table
+        .filter(journal_t::action.eq(action))
+        .filter(journal_t::attestation_hash.eq(fp))
+        .select(journal_t::aidant_id)
         .first::<Option<i64>>(c)
         .optional()?
         .flatten())

@@ -39,6 +39,16 @@ pub trait Cache: Send + Sync {
         Ok(v)
     }
 
+    /// Stores `value` under `key` for `ttl` only if `key` holds a live value; answers
+    /// whether it did. Atomic on Redis (`SET … XX`) and in process; this default is not.
+    fn replace(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, CacheError> {
+        if self.get(key)?.is_none() {
+            return Ok(false);
+        }
+        self.put(key, value, ttl)?;
+        Ok(true)
+    }
+
     /// `put(put_key, value, ttl)` then `get(get_key)`, in that order: one round trip on Redis.
     fn put_then_get(&self, put_key: &str, value: &[u8], ttl: Duration, get_key: &str) -> Result<Option<Vec<u8>>, CacheError> {
         self.put(put_key, value, ttl)?;
@@ -74,6 +84,16 @@ impl Cache for InProcess {
 
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
         Ok(self.with(|m| m.get(key).filter(|(_, exp)| *exp > Instant::now()).map(|(v, _)| v.clone())))
+    }
+
+    fn replace(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, CacheError> {
+        Ok(self.with(|m| match m.get_mut(key) {
+            Some(entry) if entry.1 > Instant::now() => {
+                *entry = (value.to_vec(), Instant::now() + ttl);
+                true
+            }
+            _ => false,
+        }))
     }
 
     fn take(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
@@ -150,6 +170,12 @@ impl Cache for Redis {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
         let mut c = self.conn()?;
         Ok(redis::cmd("GET").arg(self.k(key)).query(&mut *c)?)
+    }
+
+    fn replace(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, CacheError> {
+        let mut c = self.conn()?;
+        let done: Option<String> = redis::cmd("SET").arg(self.k(key)).arg(value).arg("PX").arg(ttl_ms(ttl)).arg("XX").query(&mut *c)?;
+        Ok(done.is_some())
     }
 
     fn take(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError> {

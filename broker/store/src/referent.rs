@@ -46,6 +46,25 @@ pub fn role_in(c: &mut AnyConnection, aidant_id: i64, organisation_id: i64) -> R
     Ok(role.as_deref().and_then(Role::from_key))
 }
 
+/// Refused to a référent who would give an account a way in (a key, a card, an app, a
+/// reactivation) while the account also belongs to an organisation where they are not
+/// référent: the people of that organisation did not agree to it.
+pub const NOT_ALL_YOURS: &str = "Cet aidant travaille aussi pour une autre structure dont vous n'êtes pas référent : \
+seul un référent de chacune de ses structures peut lui ajouter une clé, une carte, une application ou réactiver son compte. \
+L'aidant peut ajouter lui-même une clé de sécurité dans « Mon espace ».";
+
+/// Fails with [`NOT_ALL_YOURS`] unless `by` is référent of every organisation
+/// `aidant_id` belongs to. Removing a way in (deactivation, a key or a card taken away)
+/// needs only the référent role where the aidant works with `by`.
+pub fn ensure_referent_of_all(c: &mut AnyConnection, by: i64, aidant_id: i64) -> Result<(), StoreError> {
+    for m in memberships_of(c, aidant_id)? {
+        if role_in(c, by, m.organisation_id)? != Some(Role::Referent) {
+            return Err(StoreError::Conflict(NOT_ALL_YOURS.into()));
+        }
+    }
+    Ok(())
+}
+
 /// The current organisation of an active aidant, when they are its référent.
 pub fn referent_of_current(c: &mut AnyConnection, aidant_id: i64) -> Result<Option<i64>, StoreError> {
     let current: Option<Option<i64>> =
@@ -184,17 +203,19 @@ pub fn member(c: &mut AnyConnection, organisation_id: i64, aidant_id: i64) -> Re
 /// The last sign-in of each aidant, from the journal (numbered and pending entries).
 fn last_logins(c: &mut AnyConnection, ids: &[i64]) -> Result<BTreeMap<i64, Timestamp>, StoreError> {
     let action = Action::AidantLogin.key();
-    let numbered: Vec<(Option<i64>, Option<i64>)> = journal_t::table
-        .filter(journal_t::action.eq(action))
-        .filter(journal_t::aidant_id.eq_any(ids))
-        .group_by(journal_t::aidant_id)
-        .select((journal_t::aidant_id, diesel::dsl::max(journal_t::at)))
-        .load(c)?;
+    // Pending first, numbered second: an entry moved in between is counted (a maximum
+    // does not mind seeing it twice).
     let pending: Vec<(Option<i64>, Option<i64>)> = journal_pending::table
         .filter(journal_pending::action.eq(action))
         .filter(journal_pending::aidant_id.eq_any(ids))
         .group_by(journal_pending::aidant_id)
         .select((journal_pending::aidant_id, diesel::dsl::max(journal_pending::at)))
+        .load(c)?;
+    let numbered: Vec<(Option<i64>, Option<i64>)> = journal_t::table
+        .filter(journal_t::action.eq(action))
+        .filter(journal_t::aidant_id.eq_any(ids))
+        .group_by(journal_t::aidant_id)
+        .select((journal_t::aidant_id, diesel::dsl::max(journal_t::at)))
         .load(c)?;
     let mut out = BTreeMap::new();
     for (a, at) in numbered.into_iter().chain(pending) {
@@ -310,6 +331,9 @@ pub fn set_active(db: &Db, organisation_id: i64, aidant_id: i64, active: bool, b
         let was: bool = aidants::table.find(aidant_id).select(aidants::active).first(c)?;
         if was == active {
             return Ok(false);
+        }
+        if active {
+            ensure_referent_of_all(c, by, aidant_id)?;
         }
         diesel::update(aidants::table.find(aidant_id))
             .set((aidants::active.eq(active), aidants::deactivated_at.eq(if active { None } else { Some(now.micros()) })))

@@ -63,6 +63,34 @@ fn check_member(c: &mut AnyConnection, organisation_id: i64, aidant_id: i64) -> 
     }
 }
 
+/// Writes with `f` in one transaction, once the aidant is checked to be a member of the organisation.
+fn write_for_member<T>(db: &Db, organisation_id: i64, aidant_id: i64, f: impl FnOnce(&mut AnyConnection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    db.write(|c| {
+        check_member(c, organisation_id, aidant_id)?;
+        f(c)
+    })
+}
+
+/// [`write_for_member`] for a change that gives the aidant's account a way in: `by` must
+/// be référent of every organisation of the aidant ([`crate::referent::ensure_referent_of_all`]).
+fn write_way_in<T>(db: &Db, organisation_id: i64, aidant_id: i64, by: i64, f: impl FnOnce(&mut AnyConnection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    write_for_member(db, organisation_id, aidant_id, |c| {
+        crate::referent::ensure_referent_of_all(c, by, aidant_id)?;
+        f(c)
+    })
+}
+
+/// The journal entry of a change by the référent `by`, on the web, to a device of the aidant.
+fn device_entry(action: Action, kind: DeviceKind, organisation_id: i64, aidant_id: i64, by: i64, device: i64) -> Entry {
+    Entry::new(action)
+        .aidant(aidant_id)
+        .organisation(organisation_id)
+        .detail("by", by)
+        .detail("kind", kind.key())
+        .detail("device", device)
+        .detail("via", "web")
+}
+
 /// Every TOTP card and app of a member of the organisation, oldest first (no secret).
 pub fn devices(db: &Db, organisation_id: i64, aidant_id: i64) -> Result<Vec<TotpDeviceView>, StoreError> {
     db.read(|c| check_member(c, organisation_id, aidant_id))?;
@@ -77,8 +105,7 @@ pub fn associate_card(db: &Db, organisation_id: i64, aidant_id: i64, serial: &st
         return Err(StoreError::Invalid("Tapez le numéro de série inscrit au dos de la carte.".into()));
     }
     let taken = || StoreError::Conflict(format!("La carte {serial} est déjà associée à un aidant. Vérifiez le numéro de série ; si la carte doit changer de main, dissociez-la d'abord."));
-    let out = db.write(|c| {
-        check_member(c, organisation_id, aidant_id)?;
+    let out = write_way_in(db, organisation_id, aidant_id, by, |c| {
         let (card_id, step, digits): (i64, i32, i32) = totp_cards::table
             .filter(totp_cards::serial.eq(&serial))
             .select((totp_cards::id, totp_cards::step, totp_cards::digits))
@@ -106,14 +133,7 @@ pub fn associate_card(db: &Db, organisation_id: i64, aidant_id: i64, serial: &st
             ))
             .returning(totp_devices::id)
             .get_result(c)?;
-        let e = Entry::new(Action::SecondFactorAdded)
-            .aidant(aidant_id)
-            .organisation(organisation_id)
-            .detail("by", by)
-            .detail("kind", DeviceKind::Card.key())
-            .detail("device", device)
-            .detail("serial", serial.as_str())
-            .detail("via", "web");
+        let e = device_entry(Action::SecondFactorAdded, DeviceKind::Card, organisation_id, aidant_id, by, device).detail("serial", serial.as_str());
         journal::append(c, &[e])?;
         Ok(device)
     });
@@ -198,30 +218,40 @@ pub fn validate_card(
     by: i64,
     now: Timestamp,
 ) -> Result<i32, StoreError> {
-    db.write(|c| {
-        check_member(c, organisation_id, aidant_id)?;
-        let p = pending(c, aidant_id, device_id, DeviceKind::Card)?;
-        let seed = Seed::from_bytes(sealer.open(&p.sealed, &p.context)?);
-        let accepted = check_wide(&seed, p.step, p.digits, code, now).ok_or_else(|| {
-            StoreError::Invalid(format!(
-                "Le code ne correspond pas à la carte {}. Vérifiez le numéro de série, puis tapez les {} chiffres affichés en ce moment sur la carte.",
-                p.serial.as_deref().unwrap_or(""),
-                p.digits
-            ))
-        })?;
-        confirm(c, device_id, accepted, now)?;
-        let e = Entry::new(Action::SecondFactorValidated)
-            .aidant(aidant_id)
-            .organisation(organisation_id)
-            .detail("by", by)
-            .detail("kind", DeviceKind::Card.key())
-            .detail("device", device_id)
-            .detail("serial", p.serial.clone().unwrap_or_default())
-            .detail("drift", accepted.drift_steps)
-            .detail("via", "web");
+    write_way_in(db, organisation_id, aidant_id, by, |c| {
+        let (p, accepted) = confirm_pending(c, sealer, aidant_id, device_id, DeviceKind::Card, code, now)?;
+        let e = device_entry(Action::SecondFactorValidated, DeviceKind::Card, organisation_id, aidant_id, by, device_id)
+            .detail("serial", p.serial.unwrap_or_default())
+            .detail("drift", accepted.drift_steps);
         journal::append(c, &[e])?;
         Ok(accepted.drift_steps)
     })
+}
+
+/// Confirms the aidant's pending device of `kind` with a code read on it: a card's code is
+/// searched ±[`MAX_DRIFT_STEPS`] steps (learning its drift), an app's in the usual ±1 window.
+fn confirm_pending(c: &mut AnyConnection, sealer: &Sealer, aidant_id: i64, device_id: i64, kind: DeviceKind, code: &str, now: Timestamp) -> Result<(Pending, Accepted), StoreError> {
+    let p = pending(c, aidant_id, device_id, kind)?;
+    let seed = Seed::from_bytes(sealer.open(&p.sealed, &p.context)?);
+    let accepted = match kind {
+        DeviceKind::Card => check_wide(&seed, p.step, p.digits, code, now),
+        DeviceKind::App => check(&seed, &DeviceState { step: p.step, digits: p.digits, drift_steps: 0, last_used_counter: None }, code, now),
+    };
+    let accepted = accepted.ok_or_else(|| {
+        StoreError::Invalid(match kind {
+            DeviceKind::Card => format!(
+                "Le code ne correspond pas à la carte {}. Vérifiez le numéro de série, puis tapez les {} chiffres affichés en ce moment sur la carte.",
+                p.serial.as_deref().unwrap_or(""),
+                p.digits
+            ),
+            DeviceKind::App => format!(
+                "Le code ne correspond pas. Vérifiez que l'heure du téléphone est à l'heure, puis tapez les {} chiffres affichés en ce moment dans l'application.",
+                p.digits
+            ),
+        })
+    })?;
+    confirm(c, device_id, accepted, now)?;
+    Ok((p, accepted))
 }
 
 fn confirm(c: &mut AnyConnection, device_id: i64, accepted: Accepted, now: Timestamp) -> Result<(), StoreError> {
@@ -242,8 +272,7 @@ fn confirm(c: &mut AnyConnection, device_id: i64, accepted: Accepted, now: Times
 /// Takes a card back from an aidant: the device is deleted, the journal keeps the
 /// record with the reason, and the card may be associated again later.
 pub fn dissociate_card(db: &Db, organisation_id: i64, aidant_id: i64, device_id: i64, reason: &Reason, by: i64, _now: Timestamp) -> Result<(), StoreError> {
-    db.write(|c| {
-        check_member(c, organisation_id, aidant_id)?;
+    write_for_member(db, organisation_id, aidant_id, |c| {
         let row: Option<(String, Option<String>)> = totp_devices::table
             .left_join(totp_cards::table.on(totp_cards::id.nullable().eq(totp_devices::card_id)))
             .filter(totp_devices::id.eq(device_id))
@@ -256,15 +285,9 @@ pub fn dissociate_card(db: &Db, organisation_id: i64, aidant_id: i64, device_id:
             _ => return Err(StoreError::NotFound("Cette carte n'est pas associée à cet aidant. Rechargez la page.".into())),
         };
         diesel::delete(totp_devices::table.find(device_id)).execute(c)?;
-        let mut e = Entry::new(Action::SecondFactorRemoved)
-            .aidant(aidant_id)
-            .organisation(organisation_id)
-            .detail("by", by)
-            .detail("kind", DeviceKind::Card.key())
-            .detail("device", device_id)
+        let mut e = device_entry(Action::SecondFactorRemoved, DeviceKind::Card, organisation_id, aidant_id, by, device_id)
             .detail("serial", serial)
-            .detail("reason", reason.key())
-            .detail("via", "web");
+            .detail("reason", reason.key());
         if let Reason::Other(text) = reason {
             e = e.detail("reason_text", text.as_str());
         }
@@ -277,8 +300,7 @@ pub fn dissociate_card(db: &Db, organisation_id: i64, aidant_id: i64, device_id:
 /// Returns the device id and the seed to show.
 pub fn start_app(db: &Db, sealer: &Sealer, organisation_id: i64, aidant_id: i64, by: i64, now: Timestamp) -> Result<(i64, Seed), StoreError> {
     let seed = Seed::generate();
-    db.write(|c| {
-        check_member(c, organisation_id, aidant_id)?;
+    write_way_in(db, organisation_id, aidant_id, by, |c| {
         let replaced: Vec<i64> = totp_devices::table
             .filter(totp_devices::aidant_id.eq(aidant_id))
             .filter(totp_devices::kind.eq(DeviceKind::App.key()))
@@ -297,13 +319,7 @@ pub fn start_app(db: &Db, sealer: &Sealer, organisation_id: i64, aidant_id: i64,
             ))
             .returning(totp_devices::id)
             .get_result(c)?;
-        let mut e = Entry::new(Action::SecondFactorAdded)
-            .aidant(aidant_id)
-            .organisation(organisation_id)
-            .detail("by", by)
-            .detail("kind", DeviceKind::App.key())
-            .detail("device", device)
-            .detail("via", "web");
+        let mut e = device_entry(Action::SecondFactorAdded, DeviceKind::App, organisation_id, aidant_id, by, device);
         if !replaced.is_empty() {
             e = e.detail("replaces", replaced);
         }
@@ -343,25 +359,9 @@ pub fn confirm_app(
     by: i64,
     now: Timestamp,
 ) -> Result<(), StoreError> {
-    db.write(|c| {
-        check_member(c, organisation_id, aidant_id)?;
-        let p = pending(c, aidant_id, device_id, DeviceKind::App)?;
-        let seed = Seed::from_bytes(sealer.open(&p.sealed, &p.context)?);
-        let state = DeviceState { step: p.step, digits: p.digits, drift_steps: 0, last_used_counter: None };
-        let accepted = check(&seed, &state, code, now).ok_or_else(|| {
-            StoreError::Invalid(format!(
-                "Le code ne correspond pas. Vérifiez que l'heure du téléphone est à l'heure, puis tapez les {} chiffres affichés en ce moment dans l'application.",
-                p.digits
-            ))
-        })?;
-        confirm(c, device_id, accepted, now)?;
-        let e = Entry::new(Action::SecondFactorValidated)
-            .aidant(aidant_id)
-            .organisation(organisation_id)
-            .detail("by", by)
-            .detail("kind", DeviceKind::App.key())
-            .detail("device", device_id)
-            .detail("via", "web");
+    write_way_in(db, organisation_id, aidant_id, by, |c| {
+        confirm_pending(c, sealer, aidant_id, device_id, DeviceKind::App, code, now)?;
+        let e = device_entry(Action::SecondFactorValidated, DeviceKind::App, organisation_id, aidant_id, by, device_id);
         journal::append(c, &[e])
     })
 }

@@ -99,8 +99,9 @@ impl Stats {
 
 /// The figures of `organisation_id` for the `months` months up to and including the
 /// month of `now` (at least one). Journal entries are read from the numbered journal
-/// and from the entries not numbered yet: call it in one snapshot
-/// ([`crate::Db::read_snapshot`]) so that no entry is counted twice or missed.
+/// and from the entries not numbered yet, each counted once, in a snapshot or not; the
+/// mandats and the uses are consistent with each other in a snapshot
+/// ([`crate::Db::read_snapshot`]).
 pub fn organisation_stats(c: &mut AnyConnection, organisation_id: i64, now: Timestamp, months: u32) -> Result<Stats, StoreError> {
     let mut list = vec![Month::of(now)];
     for _ in 1..months.max(1) {
@@ -133,22 +134,25 @@ pub fn organisation_stats(c: &mut AnyConnection, organisation_id: i64, now: Time
         .collect();
 
     let used_key = Action::AutorisationUsed.key();
-    let mut used_at: Vec<i64> = journal::table
+    // Pending first, numbered second: an entry moved in between is read twice and counted
+    // once (by its pending id), never missed.
+    let pending: Vec<(i64, i64)> = journal_pending::table
+        .filter(journal_pending::organisation_id.eq(organisation_id))
+        .filter(journal_pending::action.eq(used_key))
+        .filter(journal_pending::at.ge(from))
+        .filter(journal_pending::at.lt(until))
+        .select((journal_pending::id, journal_pending::at))
+        .load(c)?;
+    let numbered: Vec<(Option<i64>, i64)> = journal::table
         .filter(journal::organisation_id.eq(organisation_id))
         .filter(journal::action.eq(used_key))
         .filter(journal::at.ge(from))
         .filter(journal::at.lt(until))
-        .select(journal::at)
+        .select((journal::pending_id, journal::at))
         .load(c)?;
-    used_at.extend(
-        journal_pending::table
-            .filter(journal_pending::organisation_id.eq(organisation_id))
-            .filter(journal_pending::action.eq(used_key))
-            .filter(journal_pending::at.ge(from))
-            .filter(journal_pending::at.lt(until))
-            .select(journal_pending::at)
-            .load::<i64>(c)?,
-    );
+    let moved: std::collections::HashSet<i64> = numbered.iter().filter_map(|(p, _)| *p).collect();
+    let mut used_at: Vec<i64> = numbered.into_iter().map(|(_, at)| at).collect();
+    used_at.extend(pending.into_iter().filter(|(id, _)| !moved.contains(id)).map(|(_, at)| at));
     let mut used = vec![0i64; list.len()];
     for at in used_at {
         used[bucket(at)] += 1;

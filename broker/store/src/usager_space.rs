@@ -48,21 +48,24 @@ pub struct Use {
 type UseRow = (i64, Option<i64>, Option<i64>, Option<String>, Option<String>);
 
 /// Every use made of the usager's mandats, most recent first (entries not yet numbered
-/// included). Reads two tables: call it inside [`crate::Db::read_snapshot`].
+/// included), each once, in a snapshot or not.
 pub fn uses_of(c: &mut AnyConnection, usager_id: i64) -> Result<Vec<Use>, StoreError> {
     let action = Action::AutorisationUsed.key();
-    let mut rows: Vec<UseRow> = journal_t::table
+    // Pending first, numbered second: an entry moved in between is read twice and kept
+    // once (by its pending id), never missed.
+    let pending: Vec<(i64, UseRow)> = journal_pending::table
+        .filter(journal_pending::usager_id.eq(usager_id))
+        .filter(journal_pending::action.eq(action))
+        .select((journal_pending::id, (journal_pending::at, journal_pending::aidant_id, journal_pending::organisation_id, journal_pending::demarche, journal_pending::client_id)))
+        .load(c)?;
+    let numbered: Vec<(Option<i64>, UseRow)> = journal_t::table
         .filter(journal_t::usager_id.eq(usager_id))
         .filter(journal_t::action.eq(action))
-        .select((journal_t::at, journal_t::aidant_id, journal_t::organisation_id, journal_t::demarche, journal_t::client_id))
+        .select((journal_t::pending_id, (journal_t::at, journal_t::aidant_id, journal_t::organisation_id, journal_t::demarche, journal_t::client_id)))
         .load(c)?;
-    rows.extend(
-        journal_pending::table
-            .filter(journal_pending::usager_id.eq(usager_id))
-            .filter(journal_pending::action.eq(action))
-            .select((journal_pending::at, journal_pending::aidant_id, journal_pending::organisation_id, journal_pending::demarche, journal_pending::client_id))
-            .load::<UseRow>(c)?,
-    );
+    let moved: std::collections::HashSet<i64> = numbered.iter().filter_map(|(p, _)| *p).collect();
+    let mut rows: Vec<UseRow> = numbered.into_iter().map(|(_, r)| r).collect();
+    rows.extend(pending.into_iter().filter(|(id, _)| !moved.contains(id)).map(|(_, r)| r));
     let aidant_ids: Vec<i64> = rows.iter().filter_map(|r| r.1).collect();
     let org_ids: Vec<i64> = rows.iter().filter_map(|r| r.2).collect();
     let client_ids: Vec<String> = rows.iter().filter_map(|r| r.4.clone()).collect();

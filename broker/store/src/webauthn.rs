@@ -111,10 +111,11 @@ fn add(
     }
     db.write(|c| {
         let (active, mut org) = aidant_org(c, aidant_id)?;
-        if let Some((organisation_id, _)) = referent {
+        if let Some((organisation_id, by)) = referent {
             if crate::referent::role_in(c, aidant_id, organisation_id)?.is_none() {
                 return Err(StoreError::NotFound(format!("aidant inconnu : {aidant_id}")));
             }
+            crate::referent::ensure_referent_of_all(c, by, aidant_id)?;
             org = Some(organisation_id);
         }
         if !active {

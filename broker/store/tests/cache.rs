@@ -89,3 +89,17 @@ fn put_then_get_writes_then_reads_in_order() {
         assert_eq!(c.put_then_get("c", b"3", Duration::from_secs(30), "marker").unwrap().as_deref(), Some(&b"1"[..]), "{k}");
     }
 }
+
+#[test]
+fn replace_writes_over_a_live_value_only() {
+    for c in caches() {
+        assert!(!c.replace("session", b"state", Duration::from_secs(30)).unwrap(), "{}: nothing to replace", c.kind());
+        assert_eq!(c.get("session").unwrap(), None, "{}: an absent key stays absent", c.kind());
+        c.put("session", b"old", Duration::from_secs(30)).unwrap();
+        assert!(c.replace("session", b"new", Duration::from_secs(30)).unwrap(), "{}", c.kind());
+        assert_eq!(c.get("session").unwrap().as_deref(), Some(&b"new"[..]), "{}", c.kind());
+        c.delete("session").unwrap();
+        assert!(!c.replace("session", b"again", Duration::from_secs(30)).unwrap(), "{}: a deleted key is not revived", c.kind());
+        assert_eq!(c.get("session").unwrap(), None, "{}", c.kind());
+    }
+}

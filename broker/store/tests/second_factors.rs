@@ -239,3 +239,38 @@ fn an_app_is_started_replaced_and_confirmed() {
         assert_eq!(validated[0].3["kind"].as_str(), Some("totp_app"));
     }
 }
+
+#[test]
+fn an_aidant_of_another_organisation_too_gets_no_card_or_app_from_this_referent_but_loses_one() {
+    for t in TestDb::both() {
+        let s = setup(&t);
+        let other = t.db.read(|c| broker_store::referent::memberships_of(c, s.other_org_aidant)).unwrap()[0].organisation_id;
+        // Binta, of the other structure, joins this one as well.
+        t.db.write(|c| {
+            use broker_store::schema::memberships;
+            diesel::insert_into(memberships::table)
+                .values((memberships::aidant_id.eq(s.other_org_aidant), memberships::organisation_id.eq(s.org), memberships::role.eq("aidant"), memberships::created_at.eq(0i64)))
+                .execute(c)?;
+            Ok(())
+        })
+        .unwrap();
+        let before = entries(&t).len();
+        let refused = |r: Result<_, StoreError>| matches!(r, Err(StoreError::Conflict(m)) if m == broker_store::referent::NOT_ALL_YOURS);
+        assert!(refused(second_factors::associate_card(&t.db, s.org, s.other_org_aidant, "C-0001", s.referent, NOW).map(|_| ())), "{}", t.name());
+        assert!(refused(second_factors::start_app(&t.db, &sealer(), s.org, s.other_org_aidant, s.referent, NOW).map(|_| ())), "{}", t.name());
+        assert_eq!(entries(&t).len(), before, "nothing written: {}", t.name());
+        // A card the other structure's référent associated can be taken away from here.
+        let theirs = aidant(&t, other, "referent-ailleurs@exemple.fr", true);
+        t.db.write(|c| {
+            use broker_store::schema::memberships;
+            diesel::insert_into(memberships::table)
+                .values((memberships::aidant_id.eq(theirs), memberships::organisation_id.eq(s.org), memberships::role.eq("referent"), memberships::created_at.eq(0i64)))
+                .execute(c)?;
+            Ok(())
+        })
+        .unwrap();
+        let card = second_factors::associate_card(&t.db, s.org, s.other_org_aidant, "C-0001", theirs, NOW).expect("référent of both structures");
+        second_factors::dissociate_card(&t.db, s.org, s.other_org_aidant, card, &Reason::Lost, s.referent, NOW).expect("taking a way out");
+        assert_eq!(device_state(&t, card), None, "{}", t.name());
+    }
+}

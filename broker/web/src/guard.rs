@@ -134,12 +134,33 @@ pub fn see_other(location: &str) -> HttpResponse {
     HttpResponse::SeeOther().insert_header((header::LOCATION, location)).finish()
 }
 
-/// A local path to come back to: absolute path on this site only.
+/// A local path to come back to: an absolute path on this site, in printable ASCII (a
+/// tab or a space that a browser would drop could turn `/\t/host` into `//host`), with
+/// no backslash and no `.` or `..` segment, written or percent-encoded (so that a path
+/// that starts like one page cannot lead to another). Anything else gives `/espace`.
 pub fn safe_next(next: Option<&str>) -> String {
+    let local = |p: &str| {
+        let path = p.split(['?', '#']).next().unwrap_or_default();
+        p.len() < 512
+            && p.starts_with('/')
+            && !p.starts_with("//")
+            && p.bytes().all(|b| b.is_ascii_graphic() && b != b'\\')
+            && !path.to_ascii_lowercase().contains("%2e")
+            && !path.split('/').any(|segment| segment == "." || segment == "..")
+    };
     match next {
-        Some(p) if p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') && p.len() < 512 => p.to_owned(),
+        Some(p) if local(p) => p.to_owned(),
         _ => "/espace".to_owned(),
     }
+}
+
+/// The cancel action of the identity-provider flow that `suite` (already [`safe_next`])
+/// returns to, when it returns to one: `/autorisation/{flow}/annuler`, the flow id being
+/// 32 hexadecimal digits.
+pub fn flow_cancel_action(suite: &str) -> Option<String> {
+    let rest = suite.strip_prefix("/autorisation/")?;
+    let id = rest.split(['/', '?', '#']).next()?;
+    (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| format!("/autorisation/{id}/annuler"))
 }
 
 /// Redirect to sign-in when nobody is signed in.
@@ -165,14 +186,37 @@ pub fn require_fresh(state: &AppState, session: &Session, here: &str) -> Result<
 
 #[cfg(test)]
 mod tests {
-    use super::safe_next;
+    use super::{flow_cancel_action, safe_next};
 
     #[test]
     fn only_local_paths_are_followed() {
         assert_eq!(safe_next(Some("/espace/securite")), "/espace/securite");
-        for bad in ["//evil.example", "https://evil.example", "/\\evil", "espace"] {
+        assert_eq!(safe_next(Some("/autorisation/0a1b/demarche?x=1")), "/autorisation/0a1b/demarche?x=1");
+        for bad in [
+            "//evil.example",
+            "https://evil.example",
+            "/\\evil",
+            "espace",
+            "/\t/evil.example",
+            "/ /evil.example",
+            "/\n/evil.example",
+            "/autorisation/x/../../referent/aidants/42/desactiver?",
+            "/autorisation/x/%2e%2E/referent",
+            "/./espace",
+            "/espace/é",
+        ] {
             assert_eq!(safe_next(Some(bad)), "/espace", "{bad}");
         }
         assert_eq!(safe_next(None), "/espace");
+    }
+
+    #[test]
+    fn the_cancel_action_names_a_flow_id_only() {
+        let id = "0123456789abcdef0123456789ABCDEF";
+        assert_eq!(flow_cancel_action(&format!("/autorisation/{id}")), Some(format!("/autorisation/{id}/annuler")));
+        assert_eq!(flow_cancel_action(&format!("/autorisation/{id}/demarche?x=1")), Some(format!("/autorisation/{id}/annuler")));
+        for other in ["/espace", "/autorisation/", "/autorisation/abc", "/autorisation/0123456789abcdef0123456789abcdeg", "/referent/autorisation/0123456789abcdef0123456789abcdef"] {
+            assert_eq!(flow_cancel_action(other), None, "{other}");
+        }
     }
 }

@@ -53,7 +53,7 @@ pub struct AppState {
     pub signing: Arc<broker_core::signing::store::KeyStore>,
     /// Development mode: plain-HTTP cookies, the outbox page, no HSTS.
     pub development: bool,
-    /// A reverse proxy in front sets `Forwarded` / `X-Forwarded-For`: the client address
+    /// A reverse proxy in front sets `X-Forwarded-For`: the client address
     /// (for rate limits) is read from there instead of the socket.
     pub behind_proxy: bool,
     /// FranceConnect, to identify a usager when a mandat is made (absent when not configured).

@@ -252,7 +252,9 @@ fn write_atomically(path: &Path, content: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// lettre's SMTP error, in short: its kind, the server's reply or the I/O cause.
+/// lettre's SMTP error, in short: its kind, the server's reply code or the I/O cause.
+/// Never the reply's text: a refusal usually quotes the recipient's address, which must
+/// not reach the logs.
 fn transport_error(e: &lettre::transport::smtp::Error) -> String {
     let what = if e.is_timeout() {
         "délai dépassé".to_owned()
@@ -265,8 +267,12 @@ fn transport_error(e: &lettre::transport::smtp::Error) -> String {
     } else {
         "serveur SMTP injoignable ou erreur de connexion".to_owned()
     };
-    // lettre's Display already appends the cause (I/O error, server reply).
-    format!("{what} ({e})")
+    let io = std::error::Error::source(e).and_then(|s| s.downcast_ref::<std::io::Error>());
+    match (e.status(), io) {
+        (Some(code), _) => format!("{what} (code {code})"),
+        (None, Some(io)) => format!("{what} ({})", io.kind()),
+        (None, None) => what,
+    }
 }
 
 /// `scheme://host:port` from an SMTP URL: no credentials, no path, no query.

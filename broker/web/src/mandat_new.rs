@@ -8,21 +8,20 @@
 //! failed identification leaves the choices in place and writes nothing.
 
 use crate::franceconnect::{callback_error, store_pending, take_pending, FcError, SESSION_KEY as FC_PENDING_KEY};
-use crate::guard;
+use crate::guard::{self, SignedIn};
 use crate::pages::{self, render_with, DemarcheView, Header};
-use crate::signin::{client_ip, is_locked, record_failure};
+use crate::signin::{client_ip, reauthenticate_totp, server_side};
 use crate::AppState;
 use actix_session::Session;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 use broker_core::identite::{usager_key, IdentitePivot};
-use broker_core::journal::{Action, Entry};
 use broker_core::mandat::Duree;
 use broker_core::secret::random_bytes;
 use broker_core::{Demarche, Timestamp};
 use broker_store::mandats::{create_mandat_with_attestation, NewMandatForUsager};
-use broker_store::{auth, journal, StoreError};
+use broker_store::{auth, StoreError};
 use serde::{Deserialize, Serialize};
 
 /// Session key of the mandat being made.
@@ -103,13 +102,16 @@ async fn organisation(state: &web::Data<AppState>, aidant_id: i64) -> Result<Opt
         Ok(Some((org_id, org.allowed())))
     })
     .await;
-    match found {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "organisation lookup failed");
-            Err(pages::server_error())
-        }
-        Err(_) => Err(pages::server_error()),
+    server_side(found, "organisation lookup failed")
+}
+
+/// The signed-in aidant, their current organisation and the démarches it allows, or the
+/// response to send (sign-in, or no organisation).
+async fn aidant_organisation(state: &web::Data<AppState>, session: &Session) -> Result<(SignedIn, i64, Vec<Demarche>), HttpResponse> {
+    let who = guard::require_signed_in(state, session, FORM)?;
+    match organisation(state, who.aidant_id).await? {
+        Some((org_id, allowed)) => Ok((who, org_id, allowed)),
+        None => Err(no_organisation()),
     }
 }
 
@@ -194,13 +196,8 @@ pub async fn form(state: web::Data<AppState>, session: Session, q: web::Query<Fo
     if crate::usager_space::returning_from_logout(&session) {
         return guard::see_other("/espace-usager");
     }
-    let who = match guard::require_signed_in(&state, &session, FORM) {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
-    let (org_id, allowed) = match organisation(&state, who.aidant_id).await {
-        Ok(Some(o)) => o,
-        Ok(None) => return no_organisation(),
+    let (who, org_id, allowed) = match aidant_organisation(&state, &session).await {
+        Ok(v) => v,
         Err(r) => return r,
     };
     let mut d = load(&session).filter(|d| d.organisation_id == org_id).unwrap_or_default();
@@ -220,13 +217,8 @@ pub async fn submit(state: web::Data<AppState>, session: Session, body: web::For
     if !guard::csrf_ok(&session, field("csrf").unwrap_or("")) {
         return guard::csrf_refused();
     }
-    let who = match guard::require_signed_in(&state, &session, FORM) {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
-    let (org_id, allowed) = match organisation(&state, who.aidant_id).await {
-        Ok(Some(o)) => o,
-        Ok(None) => return no_organisation(),
+    let (who, org_id, allowed) = match aidant_organisation(&state, &session).await {
+        Ok(v) => v,
         Err(r) => return r,
     };
     let mut chosen: Vec<Demarche> = Vec::new();
@@ -476,39 +468,8 @@ pub struct ConfirmForm {
 async fn verify_code(state: &web::Data<AppState>, req: &HttpRequest, aidant_id: i64, code: String) -> Result<bool, HttpResponse> {
     let st = state.clone();
     let ip = client_ip(state, req);
-    let result = web::block(move || -> Result<bool, StoreError> {
-        let now = st.clock.now();
-        let Some(aidant) = st.db.read(|c| auth::find_active_by_id(c, aidant_id))? else { return Ok(false) };
-        if is_locked(&st, Some(&aidant.email), &ip)? {
-            return Ok(false);
-        }
-        match auth::verify_totp(&st.db, &st.sealer, aidant.id, &code, now)? {
-            Some(m) => {
-                st.db.write(|c| {
-                    let e = Entry::new(Action::Reauthentication)
-                        .aidant(aidant.id)
-                        .in_organisation(aidant.current_organisation_id)
-                        .detail("method", "totp")
-                        .detail("device", m.device_id);
-                    journal::append(c, &[e])
-                })?;
-                Ok(true)
-            }
-            None => {
-                record_failure(&st, Some(&aidant.email), &ip)?;
-                Ok(false)
-            }
-        }
-    })
-    .await;
-    match result {
-        Ok(Ok(ok)) => Ok(ok),
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "second factor check failed");
-            Err(pages::server_error())
-        }
-        Err(_) => Err(pages::server_error()),
-    }
+    let result = web::block(move || reauthenticate_totp(&st, aidant_id, &code, &ip)).await;
+    server_side(result, "second factor check failed").map(|ok| ok == Some(true))
 }
 
 /// The aidant confirms: consent, second factor, then everything in one transaction.

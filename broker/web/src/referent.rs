@@ -109,6 +109,39 @@ pub async fn member_of(state: &web::Data<AppState>, r: &Referent, raw: &str) -> 
     }
 }
 
+/// The référent at `here` and the member `raw` of their organisation, or the response to send.
+pub(crate) async fn referent_and_member(state: &web::Data<AppState>, session: &Session, here: &str, raw: &str, freshness: Freshness) -> Result<(Referent, Member), HttpResponse> {
+    let r = require_referent(state, session, here, freshness).await?;
+    let m = member_of(state, &r, raw).await?;
+    Ok((r, m))
+}
+
+/// The référent at `here` with a fresh second factor, for a form whose CSRF token is valid.
+async fn referent_form(state: &web::Data<AppState>, session: &Session, here: &str, form: &[(String, String)]) -> Result<Referent, HttpResponse> {
+    let r = require_referent(state, session, here, Freshness::Fresh).await?;
+    csrf_checked(session, form)?;
+    Ok(r)
+}
+
+/// Same as [`referent_and_member`] for a form, with a fresh second factor: the CSRF token
+/// is checked before the member is read.
+pub(crate) async fn referent_and_member_form(state: &web::Data<AppState>, session: &Session, here: &str, raw: &str, form: &[(String, String)]) -> Result<(Referent, Member), HttpResponse> {
+    let r = referent_form(state, session, here, form).await?;
+    let m = member_of(state, &r, raw).await?;
+    Ok((r, m))
+}
+
+/// Runs a store call on the blocking pool: a user error is left to the caller, anything
+/// else is the server error response.
+pub(crate) async fn run_store<T: Send + 'static>(f: impl FnOnce() -> Result<T, StoreError> + Send + 'static) -> Result<Result<T, StoreError>, HttpResponse> {
+    match web::block(f).await {
+        Ok(Ok(v)) => Ok(Ok(v)),
+        Ok(Err(e)) if e.is_user_error() => Ok(Err(e)),
+        Ok(Err(e)) => Err(store_failure(&e)),
+        Err(_) => Err(pages::server_error()),
+    }
+}
+
 fn date_time(t: Timestamp) -> String {
     t.datetime().format("%d/%m/%Y à %H:%M").to_string()
 }
@@ -239,14 +272,11 @@ pub async fn new_member_form(state: web::Data<AppState>, session: Session) -> Ht
 }
 
 pub async fn new_member_submit(state: web::Data<AppState>, session: Session, body: web::Bytes) -> HttpResponse {
-    let r = match require_referent(&state, &session, "/referent/aidants/nouveau", Freshness::Fresh).await {
+    let form = parse_form(&body);
+    let r = match referent_form(&state, &session, "/referent/aidants/nouveau", &form).await {
         Ok(r) => r,
         Err(resp) => return resp,
     };
-    let form = parse_form(&body);
-    if let Err(resp) = csrf_checked(&session, &form) {
-        return resp;
-    }
     let get = |k: &str| field(&form, k).unwrap_or("").to_owned();
     let (email, first, last, profession) = (get("email"), get("prenom"), get("nom"), get("profession"));
     let st = state.clone();
@@ -254,7 +284,7 @@ pub async fn new_member_submit(state: web::Data<AppState>, session: Session, bod
     let by = r.who.aidant_id;
     let now = state.clock.now();
     let (e2, f2, l2, p2) = (email.clone(), first.clone(), last.clone(), profession.clone());
-    let added = web::block(move || {
+    let added = run_store(move || {
         referent::add_member(&st.db, org, &NewMember { email: &e2, first_name: &f2, last_name: &l2, profession: &p2 }, by, now)
     })
     .await;
@@ -267,9 +297,8 @@ pub async fn new_member_submit(state: web::Data<AppState>, session: Session, bod
                 Added::Joined(_) => "/referent?ok=rejoint",
             });
         }
-        Ok(Err(e)) if e.is_user_error() => e.to_string(),
-        Ok(Err(e)) => return store_failure(&e),
-        Err(_) => return pages::server_error(),
+        Ok(Err(e)) => e.to_string(),
+        Err(resp) => return resp,
     };
     let header = pages::header_for(&state, &session, r.who.aidant_id).await;
     render_with(
@@ -324,12 +353,8 @@ struct MemberPage<'a> {
 
 pub async fn member_page(state: web::Data<AppState>, session: Session, path: web::Path<String>) -> HttpResponse {
     let here = format!("/referent/aidants/{}", path.as_str());
-    let r = match require_referent(&state, &session, &here, Freshness::Any).await {
-        Ok(r) => r,
-        Err(resp) => return resp,
-    };
-    let m = match member_of(&state, &r, &path).await {
-        Ok(m) => m,
+    let (r, m) = match referent_and_member(&state, &session, &here, &path, Freshness::Any).await {
+        Ok(v) => v,
         Err(resp) => return resp,
     };
     let header = pages::header_for(&state, &session, r.who.aidant_id).await;
@@ -338,23 +363,16 @@ pub async fn member_page(state: web::Data<AppState>, session: Session, path: web
 
 async fn set_active(state: web::Data<AppState>, session: Session, path: web::Path<String>, body: web::Bytes, active: bool) -> HttpResponse {
     let here = format!("/referent/aidants/{}", path.as_str());
-    let r = match require_referent(&state, &session, &here, Freshness::Fresh).await {
-        Ok(r) => r,
-        Err(resp) => return resp,
-    };
     let form = parse_form(&body);
-    if let Err(resp) = csrf_checked(&session, &form) {
-        return resp;
-    }
-    let m = match member_of(&state, &r, &path).await {
-        Ok(m) => m,
+    let (r, m) = match referent_and_member_form(&state, &session, &here, &path, &form).await {
+        Ok(v) => v,
         Err(resp) => return resp,
     };
     let st = state.clone();
     let (org, by, now) = (r.organisation_id(), r.who.aidant_id, state.clock.now());
-    match web::block(move || referent::set_active(&st.db, org, m.id, active, by, now)).await {
+    match run_store(move || referent::set_active(&st.db, org, m.id, active, by, now)).await {
         Ok(Ok(_)) => guard::see_other(if active { "/referent?ok=reactive" } else { "/referent?ok=desactive" }),
-        Ok(Err(e)) if e.is_user_error() => {
+        Ok(Err(e)) => {
             let header = pages::header_for(&state, &session, r.who.aidant_id).await;
             let msg = e.to_string();
             render_with(
@@ -362,8 +380,7 @@ async fn set_active(state: web::Data<AppState>, session: Session, path: web::Pat
                 &MemberPage { header, is_self: m.id == by, member: MemberRow::from(&m), error: Some(&msg) },
             )
         }
-        Ok(Err(e)) => store_failure(&e),
-        Err(_) => pages::server_error(),
+        Err(resp) => resp,
     }
 }
 
@@ -408,14 +425,11 @@ pub async fn demarches_form(state: web::Data<AppState>, session: Session) -> Htt
 }
 
 pub async fn demarches_submit(state: web::Data<AppState>, session: Session, body: web::Bytes) -> HttpResponse {
-    let r = match require_referent(&state, &session, "/referent/demarches", Freshness::Fresh).await {
+    let form = parse_form(&body);
+    let r = match referent_form(&state, &session, "/referent/demarches", &form).await {
         Ok(r) => r,
         Err(resp) => return resp,
     };
-    let form = parse_form(&body);
-    if let Err(resp) = csrf_checked(&session, &form) {
-        return resp;
-    }
     let mut wanted = Vec::new();
     for (k, v) in &form {
         if k == "demarche" {
@@ -428,9 +442,9 @@ pub async fn demarches_submit(state: web::Data<AppState>, session: Session, body
     let st = state.clone();
     let (org, by) = (r.organisation_id(), r.who.aidant_id);
     let w2 = wanted.clone();
-    match web::block(move || referent::set_allowed_demarches(&st.db, org, &w2, by)).await {
+    match run_store(move || referent::set_allowed_demarches(&st.db, org, &w2, by)).await {
         Ok(Ok(_)) => guard::see_other("/referent?ok=demarches"),
-        Ok(Err(e)) if e.is_user_error() => {
+        Ok(Err(e)) => {
             let header = pages::header_for(&state, &session, r.who.aidant_id).await;
             let msg = e.to_string();
             render_with(
@@ -438,8 +452,7 @@ pub async fn demarches_submit(state: web::Data<AppState>, session: Session, body
                 &DemarchesPage { header, organisation: &r.organisation.name, choices: choices(&wanted), error: Some(&msg) },
             )
         }
-        Ok(Err(e)) => store_failure(&e),
-        Err(_) => pages::server_error(),
+        Err(resp) => resp,
     }
 }
 
@@ -504,12 +517,8 @@ async fn render_keys(state: &web::Data<AppState>, session: &Session, r: &Referen
 
 pub async fn keys_page(state: web::Data<AppState>, session: Session, path: web::Path<String>, q: web::Query<Notice>) -> HttpResponse {
     let here = format!("/referent/aidants/{}/cles", path.as_str());
-    let r = match require_referent(&state, &session, &here, Freshness::Any).await {
-        Ok(r) => r,
-        Err(resp) => return resp,
-    };
-    let m = match member_of(&state, &r, &path).await {
-        Ok(m) => m,
+    let (r, m) = match referent_and_member(&state, &session, &here, &path, Freshness::Any).await {
+        Ok(v) => v,
         Err(resp) => return resp,
     };
     let notice = match q.ok.as_deref() {
@@ -553,25 +562,17 @@ pub async fn keys_finish(state: web::Data<AppState>, session: Session, req: Http
 pub async fn keys_remove(state: web::Data<AppState>, session: Session, path: web::Path<(String, i64)>, body: web::Bytes) -> HttpResponse {
     let (raw, key) = path.into_inner();
     let here = format!("/referent/aidants/{raw}/cles");
-    let r = match require_referent(&state, &session, &here, Freshness::Fresh).await {
-        Ok(r) => r,
-        Err(resp) => return resp,
-    };
     let form = parse_form(&body);
-    if let Err(resp) = csrf_checked(&session, &form) {
-        return resp;
-    }
-    let m = match member_of(&state, &r, &raw).await {
-        Ok(m) => m,
+    let (r, m) = match referent_and_member_form(&state, &session, &here, &raw, &form).await {
+        Ok(v) => v,
         Err(resp) => return resp,
     };
     let st = state.clone();
     let (org, by, now, id) = (r.organisation_id(), r.who.aidant_id, state.clock.now(), m.id);
-    match web::block(move || broker_store::webauthn::remove_credential_for(&st.db, org, id, key, now, by)).await {
+    match run_store(move || broker_store::webauthn::remove_credential_for(&st.db, org, id, key, now, by)).await {
         Ok(Ok(())) => guard::see_other(&format!("{here}?ok=retrait")),
         Ok(Err(StoreError::NotFound(_))) => not_found(),
-        Ok(Err(e)) if e.is_user_error() => render_keys(&state, &session, &r, &m, None, Some(&e.to_string())).await,
-        Ok(Err(e)) => store_failure(&e),
-        Err(_) => pages::server_error(),
+        Ok(Err(e)) => render_keys(&state, &session, &r, &m, None, Some(&e.to_string())).await,
+        Err(resp) => resp,
     }
 }

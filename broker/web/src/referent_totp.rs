@@ -9,8 +9,8 @@
 use crate::attestation::qr_svg;
 use crate::guard;
 use crate::pages::{self, render_with, Header};
-use crate::guard::{csrf_checked, field, parse_form};
-use crate::referent::{member_of, not_found, require_referent, store_failure, Freshness, MemberRow, Referent};
+use crate::guard::{field, parse_form};
+use crate::referent::{not_found, referent_and_member, referent_and_member_form, run_store, Freshness, MemberRow, Referent};
 use crate::AppState;
 use actix_session::Session;
 use actix_web::http::StatusCode;
@@ -52,35 +52,69 @@ fn since(micros: i64) -> String {
     Timestamp::from_micros(micros).french_date()
 }
 
+/// The page of the member's devices of `kind`.
+fn page(kind: DeviceKind) -> &'static str {
+    match kind {
+        DeviceKind::Card => "carte",
+        DeviceKind::App => "application",
+    }
+}
+
 /// The référent, and the member of their organisation named in the path.
-async fn enter(state: &web::Data<AppState>, session: &Session, raw_id: &str, page: &str) -> Result<(Referent, Member), HttpResponse> {
-    let here = format!("/referent/aidants/{raw_id}/{page}");
-    let r = require_referent(state, session, &here, Freshness::Fresh).await?;
-    let m = member_of(state, &r, raw_id).await?;
-    Ok((r, m))
+async fn enter(state: &web::Data<AppState>, session: &Session, raw_id: &str, kind: DeviceKind) -> Result<(Referent, Member), HttpResponse> {
+    let here = format!("/referent/aidants/{raw_id}/{}", page(kind));
+    referent_and_member(state, session, &here, raw_id, Freshness::Fresh).await
 }
 
-/// Same as [`enter`] for a form: the CSRF token is checked before anything else is read.
-async fn enter_form(state: &web::Data<AppState>, session: &Session, raw_id: &str, page: &str, form: &[(String, String)]) -> Result<(Referent, Member), HttpResponse> {
-    let here = format!("/referent/aidants/{raw_id}/{page}");
-    let r = require_referent(state, session, &here, Freshness::Fresh).await?;
-    csrf_checked(session, form)?;
-    let m = member_of(state, &r, raw_id).await?;
-    Ok((r, m))
+/// Same as [`enter`] for a form: the CSRF token is checked before the member is read.
+async fn enter_form(state: &web::Data<AppState>, session: &Session, raw_id: &str, kind: DeviceKind, form: &[(String, String)]) -> Result<(Referent, Member), HttpResponse> {
+    let here = format!("/referent/aidants/{raw_id}/{}", page(kind));
+    referent_and_member_form(state, session, &here, raw_id, form).await
 }
 
-fn device_id(raw: &str) -> Option<i64> {
-    raw.parse::<i64>().ok().filter(|v| *v > 0)
+/// Same as [`enter_form`] for a device of the member, named in the path after them.
+async fn enter_device(state: &web::Data<AppState>, session: &Session, (raw_id, raw_device): (String, String), kind: DeviceKind, form: &[(String, String)]) -> Result<(Referent, Member, i64), HttpResponse> {
+    let (r, m) = enter_form(state, session, &raw_id, kind, form).await?;
+    let device = raw_device.parse::<i64>().ok().filter(|v| *v > 0).ok_or_else(not_found)?;
+    Ok((r, m, device))
 }
 
-/// Runs a store call on the blocking pool: a user error is a message for the page,
-/// anything else the server error response.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, StoreError> + Send + 'static) -> Result<Result<T, String>, HttpResponse> {
-    match web::block(f).await {
-        Ok(Ok(v)) => Ok(Ok(v)),
-        Ok(Err(e)) if e.is_user_error() => Ok(Err(e.to_string())),
-        Ok(Err(e)) => Err(store_failure(&e)),
-        Err(_) => Err(pages::server_error()),
+/// Who changes the second factors of which member, and when.
+#[derive(Clone, Copy)]
+struct Change {
+    org: i64,
+    id: i64,
+    by: i64,
+    now: Timestamp,
+}
+
+/// Runs the store change `f`: on success, a redirect to the `kind` page with the notice
+/// `ok`; when refused, that page again with the message.
+#[allow(clippy::too_many_arguments)]
+async fn apply<T: Send + 'static>(
+    state: &web::Data<AppState>,
+    session: &Session,
+    r: &Referent,
+    m: &Member,
+    kind: DeviceKind,
+    ok: &str,
+    serial: &str,
+    f: impl FnOnce(&AppState, Change) -> Result<T, StoreError> + Send + 'static,
+) -> HttpResponse {
+    let st = state.clone();
+    let c = Change { org: r.organisation_id(), id: m.id, by: r.who.aidant_id, now: state.clock.now() };
+    match run_store(move || f(&st, c)).await {
+        Ok(Ok(_)) => guard::see_other(&format!("/referent/aidants/{}/{}?ok={ok}", c.id, page(kind))),
+        Ok(Err(e)) => refused(state, session, r, m, kind, e.to_string(), serial).await,
+        Err(resp) => resp,
+    }
+}
+
+/// The `kind` page again, with the message of a refused change.
+async fn refused(state: &web::Data<AppState>, session: &Session, r: &Referent, m: &Member, kind: DeviceKind, msg: String, serial: &str) -> HttpResponse {
+    match kind {
+        DeviceKind::Card => render_cards(state, session, r, m, StatusCode::UNPROCESSABLE_ENTITY, None, Some(msg), serial).await,
+        DeviceKind::App => render_app(state, session, r, m, StatusCode::UNPROCESSABLE_ENTITY, None, Some(msg)).await,
     }
 }
 
@@ -106,7 +140,7 @@ struct CardsPage<'a> {
 async fn render_cards(state: &web::Data<AppState>, session: &Session, r: &Referent, m: &Member, status: StatusCode, notice: Option<&'static str>, error: Option<String>, serial: &str) -> HttpResponse {
     let st = state.clone();
     let (org, id) = (r.organisation_id(), m.id);
-    let devices = match blocking(move || second_factors::devices(&st.db, org, id)).await {
+    let devices = match run_store(move || second_factors::devices(&st.db, org, id)).await {
         Ok(Ok(d)) => d,
         Ok(Err(_)) => return not_found(),
         Err(resp) => return resp,
@@ -120,67 +154,71 @@ async fn render_cards(state: &web::Data<AppState>, session: &Session, r: &Refere
     render_with(status, &CardsPage { header, member: MemberRow::from(m), cards, serial, notice, error })
 }
 
-pub async fn cards_page(state: web::Data<AppState>, session: Session, path: web::Path<String>, q: web::Query<Notice>) -> HttpResponse {
-    let (r, m) = match enter(&state, &session, &path, "carte").await {
+/// The member's `kind` page, with the notice named in the query.
+async fn show(state: web::Data<AppState>, session: Session, path: web::Path<String>, q: web::Query<Notice>, kind: DeviceKind) -> HttpResponse {
+    let (r, m) = match enter(&state, &session, &path, kind).await {
         Ok(v) => v,
         Err(resp) => return resp,
     };
-    render_cards(&state, &session, &r, &m, StatusCode::OK, notice_text(q.ok.as_deref()), None, "").await
+    let notice = notice_text(q.ok.as_deref());
+    match kind {
+        DeviceKind::Card => render_cards(&state, &session, &r, &m, StatusCode::OK, notice, None, "").await,
+        DeviceKind::App => render_app(&state, &session, &r, &m, StatusCode::OK, notice, None).await,
+    }
+}
+
+pub async fn cards_page(state: web::Data<AppState>, session: Session, path: web::Path<String>, q: web::Query<Notice>) -> HttpResponse {
+    show(state, session, path, q, DeviceKind::Card).await
+}
+
+pub async fn app_page(state: web::Data<AppState>, session: Session, path: web::Path<String>, q: web::Query<Notice>) -> HttpResponse {
+    show(state, session, path, q, DeviceKind::App).await
 }
 
 pub async fn associate(state: web::Data<AppState>, session: Session, path: web::Path<String>, body: web::Bytes) -> HttpResponse {
     let form = parse_form(&body);
-    let (r, m) = match enter_form(&state, &session, &path, "carte", &form).await {
+    let (r, m) = match enter_form(&state, &session, &path, DeviceKind::Card, &form).await {
         Ok(v) => v,
         Err(resp) => return resp,
     };
     let serial = field(&form, "serie").unwrap_or("").trim().to_owned();
-    let st = state.clone();
-    let (org, id, by, now, s) = (r.organisation_id(), m.id, r.who.aidant_id, state.clock.now(), serial.clone());
-    match blocking(move || second_factors::associate_card(&st.db, org, id, &s, by, now)).await {
-        Ok(Ok(_)) => guard::see_other(&format!("/referent/aidants/{id}/carte?ok=associee")),
-        Ok(Err(msg)) => render_cards(&state, &session, &r, &m, StatusCode::UNPROCESSABLE_ENTITY, None, Some(msg), &serial).await,
-        Err(resp) => resp,
+    let s = serial.clone();
+    apply(&state, &session, &r, &m, DeviceKind::Card, "associee", &serial, move |st, c| second_factors::associate_card(&st.db, c.org, c.id, &s, c.by, c.now)).await
+}
+
+/// Validates a card, or confirms an app, with a code read on it.
+async fn confirm_code(state: web::Data<AppState>, session: Session, path: web::Path<(String, String)>, body: web::Bytes, kind: DeviceKind) -> HttpResponse {
+    let form = parse_form(&body);
+    let (r, m, device) = match enter_device(&state, &session, path.into_inner(), kind, &form).await {
+        Ok(v) => v,
+        Err(resp) => return resp,
+    };
+    let code = field(&form, "code").unwrap_or("").to_owned();
+    match kind {
+        DeviceKind::Card => {
+            apply(&state, &session, &r, &m, kind, "validee", "", move |st, c| second_factors::validate_card(&st.db, &st.sealer, c.org, c.id, device, &code, c.by, c.now)).await
+        }
+        DeviceKind::App => {
+            apply(&state, &session, &r, &m, kind, "confirmee", "", move |st, c| second_factors::confirm_app(&st.db, &st.sealer, c.org, c.id, device, &code, c.by, c.now)).await
+        }
     }
 }
 
 pub async fn validate(state: web::Data<AppState>, session: Session, path: web::Path<(String, String)>, body: web::Bytes) -> HttpResponse {
-    let (raw_id, raw_device) = path.into_inner();
-    let form = parse_form(&body);
-    let (r, m) = match enter_form(&state, &session, &raw_id, "carte", &form).await {
-        Ok(v) => v,
-        Err(resp) => return resp,
-    };
-    let Some(device) = device_id(&raw_device) else { return not_found() };
-    let code = field(&form, "code").unwrap_or("").to_owned();
-    let st = state.clone();
-    let (org, id, by, now) = (r.organisation_id(), m.id, r.who.aidant_id, state.clock.now());
-    match blocking(move || second_factors::validate_card(&st.db, &st.sealer, org, id, device, &code, by, now)).await {
-        Ok(Ok(_)) => guard::see_other(&format!("/referent/aidants/{id}/carte?ok=validee")),
-        Ok(Err(msg)) => render_cards(&state, &session, &r, &m, StatusCode::UNPROCESSABLE_ENTITY, None, Some(msg), "").await,
-        Err(resp) => resp,
-    }
+    confirm_code(state, session, path, body, DeviceKind::Card).await
 }
 
 pub async fn dissociate(state: web::Data<AppState>, session: Session, path: web::Path<(String, String)>, body: web::Bytes) -> HttpResponse {
-    let (raw_id, raw_device) = path.into_inner();
     let form = parse_form(&body);
-    let (r, m) = match enter_form(&state, &session, &raw_id, "carte", &form).await {
+    let (r, m, device) = match enter_device(&state, &session, path.into_inner(), DeviceKind::Card, &form).await {
         Ok(v) => v,
         Err(resp) => return resp,
     };
-    let Some(device) = device_id(&raw_device) else { return not_found() };
     let reason = match Reason::parse(field(&form, "raison").unwrap_or(""), field(&form, "precision").unwrap_or("")) {
         Ok(reason) => reason,
-        Err(e) => return render_cards(&state, &session, &r, &m, StatusCode::UNPROCESSABLE_ENTITY, None, Some(e.to_string()), "").await,
+        Err(e) => return refused(&state, &session, &r, &m, DeviceKind::Card, e.to_string(), "").await,
     };
-    let st = state.clone();
-    let (org, id, by, now) = (r.organisation_id(), m.id, r.who.aidant_id, state.clock.now());
-    match blocking(move || second_factors::dissociate_card(&st.db, org, id, device, &reason, by, now)).await {
-        Ok(Ok(())) => guard::see_other(&format!("/referent/aidants/{id}/carte?ok=dissociee")),
-        Ok(Err(msg)) => render_cards(&state, &session, &r, &m, StatusCode::UNPROCESSABLE_ENTITY, None, Some(msg), "").await,
-        Err(resp) => resp,
-    }
+    apply(&state, &session, &r, &m, DeviceKind::Card, "dissociee", "", move |st, c| second_factors::dissociate_card(&st.db, c.org, c.id, device, &reason, c.by, c.now)).await
 }
 
 pub struct PendingApp {
@@ -209,7 +247,7 @@ fn grouped(secret: &str) -> String {
 async fn render_app(state: &web::Data<AppState>, session: &Session, r: &Referent, m: &Member, status: StatusCode, notice: Option<&'static str>, error: Option<String>) -> HttpResponse {
     let st = state.clone();
     let (org, id) = (r.organisation_id(), m.id);
-    let loaded = blocking(move || {
+    let loaded = run_store(move || {
         let devices = second_factors::devices(&st.db, org, id)?;
         let pending = second_factors::pending_app(&st.db, &st.sealer, org, id)?;
         Ok((devices, pending))
@@ -233,43 +271,15 @@ async fn render_app(state: &web::Data<AppState>, session: &Session, r: &Referent
     render_with(status, &AppPage { header, member: MemberRow::from(m), apps, pending, notice, error })
 }
 
-pub async fn app_page(state: web::Data<AppState>, session: Session, path: web::Path<String>, q: web::Query<Notice>) -> HttpResponse {
-    let (r, m) = match enter(&state, &session, &path, "application").await {
-        Ok(v) => v,
-        Err(resp) => return resp,
-    };
-    render_app(&state, &session, &r, &m, StatusCode::OK, notice_text(q.ok.as_deref()), None).await
-}
-
 pub async fn start_app(state: web::Data<AppState>, session: Session, path: web::Path<String>, body: web::Bytes) -> HttpResponse {
     let form = parse_form(&body);
-    let (r, m) = match enter_form(&state, &session, &path, "application", &form).await {
+    let (r, m) = match enter_form(&state, &session, &path, DeviceKind::App, &form).await {
         Ok(v) => v,
         Err(resp) => return resp,
     };
-    let st = state.clone();
-    let (org, id, by, now) = (r.organisation_id(), m.id, r.who.aidant_id, state.clock.now());
-    match blocking(move || second_factors::start_app(&st.db, &st.sealer, org, id, by, now)).await {
-        Ok(Ok(_)) => guard::see_other(&format!("/referent/aidants/{id}/application?ok=demarree")),
-        Ok(Err(msg)) => render_app(&state, &session, &r, &m, StatusCode::UNPROCESSABLE_ENTITY, None, Some(msg)).await,
-        Err(resp) => resp,
-    }
+    apply(&state, &session, &r, &m, DeviceKind::App, "demarree", "", move |st, c| second_factors::start_app(&st.db, &st.sealer, c.org, c.id, c.by, c.now)).await
 }
 
 pub async fn confirm_app(state: web::Data<AppState>, session: Session, path: web::Path<(String, String)>, body: web::Bytes) -> HttpResponse {
-    let (raw_id, raw_device) = path.into_inner();
-    let form = parse_form(&body);
-    let (r, m) = match enter_form(&state, &session, &raw_id, "application", &form).await {
-        Ok(v) => v,
-        Err(resp) => return resp,
-    };
-    let Some(device) = device_id(&raw_device) else { return not_found() };
-    let code = field(&form, "code").unwrap_or("").to_owned();
-    let st = state.clone();
-    let (org, id, by, now) = (r.organisation_id(), m.id, r.who.aidant_id, state.clock.now());
-    match blocking(move || second_factors::confirm_app(&st.db, &st.sealer, org, id, device, &code, by, now)).await {
-        Ok(Ok(())) => guard::see_other(&format!("/referent/aidants/{id}/application?ok=confirmee")),
-        Ok(Err(msg)) => render_app(&state, &session, &r, &m, StatusCode::UNPROCESSABLE_ENTITY, None, Some(msg)).await,
-        Err(resp) => resp,
-    }
+    confirm_code(state, session, path, body, DeviceKind::App).await
 }

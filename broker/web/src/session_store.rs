@@ -54,18 +54,24 @@ impl SessionStore for CacheSessionStore {
         Ok(key)
     }
 
+    /// Writes the state only over a session that still exists: a request that was in
+    /// flight while the session ended (sign-out, deactivation, expiry) must not bring it
+    /// back. Such a request gets a new, empty session instead.
     async fn update(&self, session_key: SessionKey, state: HashMap<String, String>, ttl: &Duration) -> Result<SessionKey, UpdateError> {
         let body = serde_json::to_vec(&state).map_err(|e| UpdateError::Serialization(e.into()))?;
-        let (cache, ck, ttl) = (self.cache.clone(), cache_key(&session_key), std_ttl(ttl));
-        blocking(move || Ok(cache.put(&ck, &body, ttl)?)).await.map_err(UpdateError::Other)?;
-        Ok(session_key)
+        let (cache, ck, std) = (self.cache.clone(), cache_key(&session_key), std_ttl(ttl));
+        let replaced = blocking(move || Ok(cache.replace(&ck, &body, std)?)).await.map_err(UpdateError::Other)?;
+        if replaced {
+            return Ok(session_key);
+        }
+        self.save(HashMap::new(), ttl).await.map_err(|e| UpdateError::Other(anyhow::anyhow!(e.to_string())))
     }
 
     async fn update_ttl(&self, session_key: &SessionKey, ttl: &Duration) -> Result<(), anyhow::Error> {
         let (cache, ck, ttl) = (self.cache.clone(), cache_key(session_key), std_ttl(ttl));
         blocking(move || {
             if let Some(v) = cache.get(&ck)? {
-                cache.put(&ck, &v, ttl)?;
+                cache.replace(&ck, &v, ttl)?;
             }
             Ok(())
         })
@@ -75,5 +81,28 @@ impl SessionStore for CacheSessionStore {
     async fn delete(&self, session_key: &SessionKey) -> Result<(), anyhow::Error> {
         let (cache, ck) = (self.cache.clone(), cache_key(session_key));
         blocking(move || Ok(cache.delete(&ck)?)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use broker_store::cache::InProcess;
+
+    #[actix_web::test]
+    async fn a_session_ended_meanwhile_is_not_written_back() {
+        let store = CacheSessionStore::new(Arc::new(InProcess::new()));
+        let ttl = Duration::minutes(10);
+        let key = |s: &str| SessionKey::try_from(s.to_owned()).unwrap();
+        let state = HashMap::from([("aidant".to_owned(), "42".to_owned())]);
+        let first: String = store.save(state.clone(), &ttl).await.unwrap().into();
+        let kept: String = store.update(key(&first), state.clone(), &ttl).await.unwrap().into();
+        assert_eq!(kept, first, "a live session keeps its key");
+        assert_eq!(store.load(&key(&kept)).await.unwrap(), Some(state.clone()), "a live session is updated in place");
+        store.delete(&key(&kept)).await.unwrap();
+        let after: String = store.update(key(&kept), state, &ttl).await.unwrap().into();
+        assert_ne!(after, kept);
+        assert_eq!(store.load(&key(&kept)).await.unwrap(), None, "the ended session stays ended");
+        assert_eq!(store.load(&key(&after)).await.unwrap(), Some(HashMap::new()), "the in-flight request gets an empty session");
     }
 }

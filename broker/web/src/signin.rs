@@ -10,10 +10,12 @@ use crate::mail::Message;
 use crate::pages::{self, render};
 use crate::AppState;
 use actix_session::Session;
+use actix_web::error::BlockingError;
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 use broker_core::journal::{Action, Entry};
 use broker_core::secret::{constant_time_eq, random_bytes, sha256_hex};
+use broker_store::admin::Aidant;
 use broker_store::{auth, journal, StoreError};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -107,8 +109,11 @@ fn ip_key(ip: &str) -> String {
 /// configured to be behind one (they could be forged otherwise), from the socket if not.
 pub fn client_ip(state: &AppState, req: &HttpRequest) -> String {
     if state.behind_proxy {
-        if let Some(ip) = req.connection_info().realip_remote_addr() {
-            return ip.to_owned();
+        // The right-most `X-Forwarded-For` entry is the one the proxy wrote; `Forwarded`
+        // and the entries before are the client's to choose, so they are not read.
+        let forwarded = req.headers().get_all("x-forwarded-for").filter_map(|v| v.to_str().ok()).last();
+        if let Some(ip) = forwarded.and_then(|v| v.rsplit(',').next()).and_then(|ip| ip.trim().parse::<std::net::IpAddr>().ok()) {
+            return ip.to_string();
         }
     }
     req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default()
@@ -178,7 +183,9 @@ pub async fn submit(state: web::Data<AppState>, session: Session, req: HttpReque
         }
         let matched = match st.db.read(|c| auth::find_active_aidant(c, &email))? {
             Some(a) => auth::verify_totp(&st.db, &st.sealer, a.id, &code, now)?.map(|m| (a, m)),
-            None => None,
+            // The same read of devices (for an id no aidant has), so that an unknown or
+            // deactivated address is not told apart by the time the answer takes.
+            None => auth::verify_totp(&st.db, &st.sealer, 0, &code, now)?.and(None),
         };
         let Some((aidant, m)) = matched else {
             record_failure(&st, Some(&email), &ip)?;
@@ -209,32 +216,17 @@ pub async fn submit(state: web::Data<AppState>, session: Session, req: HttpReque
         Ok(Outcome::Sent)
     })
     .await;
-    match outcome {
-        Ok(Ok(Outcome::Sent)) => {
+    let again = |error| render(&SigninPage { header: pages::Header::anonymous_with_csrf(&session), csrf: guard::csrf_token(&session), email: &form.email, error: Some(error), suite: &suite });
+    match server_side(outcome, "sign-in failed") {
+        Ok(Outcome::Sent) => {
             if session.insert(K_LINK_BINDING, &binding).is_err() {
                 return pages::server_error();
             }
             render(&SentPage { header: pages::Header::anonymous() })
         }
-        Ok(Ok(Outcome::Failed)) => render(&SigninPage {
-            header: pages::Header::anonymous_with_csrf(&session),
-            csrf: guard::csrf_token(&session),
-            email: &form.email,
-            error: Some(GENERIC_FAILURE),
-            suite: &suite,
-        }),
-        Ok(Ok(Outcome::Locked)) => render(&SigninPage {
-            header: pages::Header::anonymous_with_csrf(&session),
-            csrf: guard::csrf_token(&session),
-            email: &form.email,
-            error: Some(LOCKED),
-            suite: &suite,
-        }),
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "sign-in failed");
-            pages::server_error()
-        }
-        Err(_) => pages::server_error(),
+        Ok(Outcome::Failed) => again(GENERIC_FAILURE),
+        Ok(Outcome::Locked) => again(LOCKED),
+        Err(resp) => resp,
     }
 }
 
@@ -276,28 +268,17 @@ pub async fn link_confirm(state: web::Data<AppState>, session: Session, form: we
             return Ok(None);
         }
         let Some(aidant) = st.db.read(|c| auth::find_active_by_id(c, record.aidant_id))? else { return Ok(None) };
-        st.db.write(|c| {
-            let e = Entry::new(Action::AidantLogin)
-                .aidant(aidant.id)
-                .in_organisation(aidant.current_organisation_id)
-                .detail("method", "totp")
-                .detail("device", record.device_id);
-            journal::append(c, &[e])
-        })?;
+        journal_totp(&st, Action::AidantLogin, &aidant, record.device_id)?;
         Ok(Some((aidant.id, record.suite)))
     })
     .await;
-    match result {
-        Ok(Ok(Some((aidant_id, suite)))) => match guard::sign_in(&session, aidant_id, state.clock.now(), guard::AMR_TOTP) {
+    match server_side(result, "sign-in link failed") {
+        Ok(Some((aidant_id, suite))) => match guard::sign_in(&session, aidant_id, state.clock.now(), guard::AMR_TOTP) {
             Ok(()) => guard::see_other(&guard::safe_next(Some(&suite))),
             Err(_) => pages::server_error(),
         },
-        Ok(Ok(None)) => pages::error_page(actix_web::http::StatusCode::BAD_REQUEST, "Lien de connexion non valable", LINK_FAILURE),
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "sign-in link failed");
-            pages::server_error()
-        }
-        Err(_) => pages::server_error(),
+        Ok(None) => pages::error_page(actix_web::http::StatusCode::BAD_REQUEST, "Lien de connexion non valable", LINK_FAILURE),
+        Err(resp) => resp,
     }
 }
 
@@ -339,6 +320,48 @@ pub struct ReauthForm {
     suite: Option<String>,
 }
 
+/// The value of a store call run on the blocking pool, or the server error response
+/// (a store error is logged with `what`).
+pub(crate) fn server_side<T>(result: Result<Result<T, StoreError>, BlockingError>, what: &str) -> Result<T, HttpResponse> {
+    match result {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "{what}");
+            Err(pages::server_error())
+        }
+        Err(_) => Err(pages::server_error()),
+    }
+}
+
+/// Journals `action` of the aidant, proved with the TOTP device `device`.
+fn journal_totp(st: &AppState, action: Action, aidant: &Aidant, device: i64) -> Result<(), StoreError> {
+    st.db.write(|c| {
+        let e = Entry::new(action).aidant(aidant.id).in_organisation(aidant.current_organisation_id).detail("method", "totp").detail("device", device);
+        journal::append(c, &[e])
+    })
+}
+
+/// Checks the TOTP `code` of the aidant re-authenticating from `ip`: a success is
+/// journaled, a failure counted. `None` when the aidant is not active any more,
+/// `Some(false)` when the code is refused or the sign-in locked.
+pub(crate) fn reauthenticate_totp(st: &AppState, aidant_id: i64, code: &str, ip: &str) -> Result<Option<bool>, StoreError> {
+    let now = st.clock.now();
+    let Some(aidant) = st.db.read(|c| auth::find_active_by_id(c, aidant_id))? else { return Ok(None) };
+    if is_locked(st, Some(&aidant.email), ip)? {
+        return Ok(Some(false));
+    }
+    match auth::verify_totp(&st.db, &st.sealer, aidant.id, code, now)? {
+        Some(m) => {
+            journal_totp(st, Action::Reauthentication, &aidant, m.device_id)?;
+            Ok(Some(true))
+        }
+        None => {
+            record_failure(st, Some(&aidant.email), ip)?;
+            Ok(Some(false))
+        }
+    }
+}
+
 pub async fn reauth_submit(state: web::Data<AppState>, session: Session, req: HttpRequest, form: web::Form<ReauthForm>) -> HttpResponse {
     if !guard::csrf_ok(&session, &form.csrf) {
         return guard::csrf_refused();
@@ -351,48 +374,20 @@ pub async fn reauth_submit(state: web::Data<AppState>, session: Session, req: Ht
     let st = state.clone();
     let code = form.code.clone();
     let ip = client_ip(&state, &req);
-    let result = web::block(move || -> Result<Option<bool>, StoreError> {
-        let now = st.clock.now();
-        let Some(aidant) = st.db.read(|c| auth::find_active_by_id(c, who.aidant_id))? else { return Ok(None) };
-        if is_locked(&st, Some(&aidant.email), &ip)? {
-            return Ok(Some(false));
-        }
-        match auth::verify_totp(&st.db, &st.sealer, aidant.id, &code, now)? {
-            Some(m) => {
-                st.db.write(|c| {
-                    let e = Entry::new(Action::Reauthentication)
-                        .aidant(aidant.id)
-                        .in_organisation(aidant.current_organisation_id)
-                        .detail("method", "totp")
-                        .detail("device", m.device_id);
-                    journal::append(c, &[e])
-                })?;
-                Ok(Some(true))
-            }
-            None => {
-                record_failure(&st, Some(&aidant.email), &ip)?;
-                Ok(Some(false))
-            }
-        }
-    })
-    .await;
-    match result {
-        Ok(Ok(Some(true))) => match guard::mark_fresh(&session, state.clock.now(), guard::AMR_TOTP) {
+    let result = web::block(move || reauthenticate_totp(&st, who.aidant_id, &code, &ip)).await;
+    match server_side(result, "re-authentication failed") {
+        Ok(Some(true)) => match guard::mark_fresh(&session, state.clock.now(), guard::AMR_TOTP) {
             Ok(()) => guard::see_other(&suite),
             Err(_) => pages::server_error(),
         },
-        Ok(Ok(Some(false))) => {
+        Ok(Some(false)) => {
             let header = pages::header_for(&state, &session, who.aidant_id).await;
             render(&ReauthPage { header, csrf: guard::csrf_token(&session), error: Some("Le code est incorrect ou a déjà servi. Attendez le code suivant et réessayez."), suite: &suite })
         }
-        Ok(Ok(None)) => {
+        Ok(None) => {
             session.purge();
             guard::see_other("/connexion")
         }
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "re-authentication failed");
-            pages::server_error()
-        }
-        Err(_) => pages::server_error(),
+        Err(resp) => resp,
     }
 }

@@ -372,3 +372,45 @@ async fn keys_of_an_aidant_are_listed_and_a_lost_one_removed_by_the_referent() {
         let _ = ISSUER;
     }
 }
+
+#[actix_web::test]
+async fn an_aidant_who_also_works_elsewhere_gets_no_new_way_in_from_one_referent() {
+    for t in TestDb::both() {
+        let w = world(t);
+        let app = app!(w);
+        let org = org_of(&w);
+        let r = referent_of(&w, org, "x");
+        // Paul belongs to another structure, then is added to this one by its référent.
+        let other = admin::create_organisation(&w.t.db, "CCAS de Lille", "21590350100017", "", None).unwrap().id;
+        let paul = admin::create_aidant(
+            &w.t.db,
+            &NewAidant { organisation_id: other, email: "paul.durand@exemple.fr", first_name: "Paul", last_name: "Durand", profession: "", referent: true },
+        )
+        .unwrap();
+        let mut b = sign_in_as(&w, &app, &r.email, &r.seed).await;
+        let form = b.get(&app, "/referent/aidants/nouveau").await;
+        let joined = b
+            .post(&app, "/referent/aidants/nouveau", &[("csrf", &form.csrf()), ("email", "paul.durand@exemple.fr"), ("prenom", "P"), ("nom", "D"), ("profession", "")])
+            .await;
+        assert_eq!(joined.location.as_deref(), Some("/referent?ok=rejoint"), "{}", joined.body);
+
+        // No key of this référent's choosing on Paul's account (it would open the other
+        // structure to them): refused, nothing written.
+        let before = w.actions().len();
+        let key = broker_store::webauthn::add_credential_for(&w.t.db, org, paul.id, "Y3JlZGVudGlhbC14", "{\"cred\":1}", "Clé du référent", w.clock.now(), r.id);
+        assert!(matches!(&key, Err(broker_store::StoreError::Conflict(m)) if m == referent::NOT_ALL_YOURS), "{key:?}");
+        assert!(broker_store::webauthn::list_credentials(&w.t.db, paul.id).unwrap().is_empty());
+        assert_eq!(w.actions().len(), before);
+
+        // Taking a way in away stays possible here: deactivation, over HTTP.
+        let page = b.get(&app, &format!("/referent/aidants/{}", paul.id)).await;
+        let off = b.post(&app, &format!("/referent/aidants/{}/desactiver", paul.id), &[("csrf", &page.csrf())]).await;
+        assert_eq!(off.location.as_deref(), Some("/referent?ok=desactive"), "{}", off.body);
+        assert!(!is_active(&w, paul.id));
+        // Reactivation, which the other structure did not decide, is refused with the reason.
+        let on = b.post(&app, &format!("/referent/aidants/{}/reactiver", paul.id), &[("csrf", &page.csrf())]).await;
+        assert_eq!(on.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", on.body);
+        assert!(on.shows("travaille aussi pour une autre structure"), "{}", on.body);
+        assert!(!is_active(&w, paul.id));
+    }
+}

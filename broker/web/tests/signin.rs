@@ -201,6 +201,12 @@ async fn too_many_failures_from_one_address_lock_that_address_only() {
     }
     let p = b.send(&app, from("203.0.113.7", &w.email, &w.code())).await;
     assert!(p.shows(LOCKED), "that address is locked");
+    // What the client writes itself does not unlock it: an entry before the proxy's, or a
+    // `Forwarded` header.
+    let p = b.send(&app, from("198.51.100.9, 203.0.113.7", &w.email, &w.code())).await;
+    assert!(p.shows(LOCKED), "the proxy's (right-most) entry counts");
+    let p = b.send(&app, from("203.0.113.7", &w.email, &w.code()).insert_header(("Forwarded", "for=192.0.2.1"))).await;
+    assert!(p.shows(LOCKED), "Forwarded is not read");
     let p = b.send(&app, from("198.51.100.4", &w.email, &w.code())).await;
     assert!(p.shows("Consultez votre messagerie"), "another address is not");
 }

@@ -501,6 +501,16 @@ async fn issue(state: &web::Data<AppState>, session: &Session, id: &str, flow: &
         issued_at: 0,
         expires_at: 0,
     };
+    // One flow, one code: the flow is taken before the code is issued, so that of two
+    // concurrent submissions only one gets a code.
+    match state.cache.take(&flow_key(id)) {
+        Ok(Some(_)) => {}
+        Ok(None) => return expired_page(),
+        Err(e) => {
+            tracing::error!(error = %e, "flow not ended");
+            return pages::server_error();
+        }
+    }
     let now = state.clock.now();
     let code = match oidc_state::issue_code(state.cache.as_ref(), grant, now, CODE_SECONDS) {
         Ok(c) => c,
@@ -509,11 +519,6 @@ async fn issue(state: &web::Data<AppState>, session: &Session, id: &str, flow: &
             return pages::server_error();
         }
     };
-    // One flow, one code: the flow cannot be replayed.
-    if let Err(e) = state.cache.delete(&flow_key(id)) {
-        tracing::error!(error = %e, "flow not ended");
-        return pages::server_error();
-    }
     let Ok(mut url) = url::Url::parse(&flow.redirect_uri) else { return pages::server_error() };
     url.query_pairs_mut().append_pair("code", &code).append_pair("state", &flow.state).append_pair("iss", &state.issuer);
     guard::see_other(url.as_str())
