@@ -696,6 +696,35 @@ on_both_backends! {
         assert!(first.location.as_deref().is_some_and(|l| l.starts_with("/connexion?")), "sign-in required again: {:?}", first.location);
     }
 
+    /// Logout without an id_token_hint (any page could send the browser there): the
+    /// signed-in aidant is asked first and the session goes on; once they confirm (the
+    /// form's CSRF token), it ends and the registered URI is followed with `state`.
+    fn logout_without_a_hint_asks_the_aidant_first(b) {
+        let w = world(b);
+        let core = Core::discover(&w.idp, &w.idp.client("ES256", "json"));
+        let mut br = w.idp.browser();
+        let (_, code) = authorize_to_code(&w, &core, &mut br, Some(&["argent"]), false, None);
+        let tokens = core.exchange(&code).unwrap_or_else(|e| panic!("{e:?}"));
+        let mut url = core.logout_url(&tokens, LOGOUT_CALLBACK, "etat-2");
+        let kept: Vec<(String, String)> = url.query_pairs().filter(|(k, _)| k != "id_token_hint").map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+        url.query_pairs_mut().clear().extend_pairs(&kept);
+        let page = br.get(url.as_str());
+        assert_eq!(page.status, 200, "{}", page.body);
+        assert!(page.body.contains("Se déconnecter d&#x27;Aidants Connect ?") || page.body.contains("Se déconnecter d'Aidants Connect ?"), "{}", page.body);
+        assert_eq!(br.get("/espace").status, 200, "the session goes on until the aidant confirms");
+        // A forged confirmation (wrong token) changes nothing.
+        assert_eq!(br.post("/logout", &[("csrf", "faux"), ("client_id", &page.hidden("client_id").unwrap())]).status, 403);
+        assert_eq!(br.get("/espace").status, 200);
+        let fields: Vec<(String, String)> = ["csrf", "client_id", "post_logout_redirect_uri", "state"].iter().map(|k| (k.to_string(), page.hidden(k).unwrap_or_else(|| panic!("{k}")))).collect();
+        let form: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let done = br.post("/logout", &form);
+        assert_eq!(done.status, 303, "{}", done.body);
+        let cb = done.callback().expect("redirect");
+        assert_eq!((cb.target().as_str(), cb.get("state")), (LOGOUT_CALLBACK, Some("etat-2")));
+        let after = br.get("/espace");
+        assert!(after.location.as_deref().is_some_and(|l| l.starts_with("/connexion")), "signed out: {:?}", after.location);
+    }
+
     /// Without rep_scope in the request (a direct client), the aidant chooses among every
     /// démarche of the usager's mandat and the id_token carries no rep_scope.
     fn without_rep_scope_the_id_token_has_none(b) {

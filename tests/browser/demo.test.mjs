@@ -2,8 +2,9 @@
 // core played by the broker itself. "Se connecter avec FranceConnect" → "Aidants Connect"
 // → the broker's sign-in (e-mail + TOTP code, e-mailed link) → choice of the usager and
 // of the démarche → back on /demo/retour with the identity and the démarche received.
-// Then a second connection cancelled by the aidant ("Connexion annulée"), and the logout
-// through the broker's end_session_endpoint. Accessibility (axe-core) of every demo page.
+// Then a second connection cancelled by the aidant ("Connexion annulée"), the confirmation
+// asked for a logout without id_token_hint, and the logout through the broker's
+// end_session_endpoint. Accessibility (axe-core) of every demo page.
 //
 // Run with: node --test tests/browser/
 // Env: BROKER_BIN (default target/debug/broker), CHROMIUM_PATH (default /usr/bin/chromium),
@@ -193,6 +194,14 @@ test('demo: the aidant cancels → "Connexion annulée" on the e-service', { tim
 test('demo: "Se déconnecter" goes through the broker end_session_endpoint and back', { timeout: 30_000 }, async () => {
   assert.ok(signedIn, 'the first test signed in');
   const { context, page, problems } = signedIn;
+  // Without an id_token_hint (any page could link there), the broker asks first and the
+  // session goes on.
+  await page.goto(`${baseUrl}/logout`, { waitUntil: 'load' });
+  await page.getByRole('heading', { level: 1, name: "Se déconnecter d'Aidants Connect ?" }).waitFor();
+  assert.ok(await page.getByRole('button', { name: 'Me déconnecter' }).isVisible());
+  await checkAxe(browser, `${baseUrl}/logout`, context);
+  await page.goto(`${baseUrl}/espace`, { waitUntil: 'load' });
+  assert.equal(pathOf(page), '/espace', 'still signed in after the unconfirmed logout');
   await page.goto(`${baseUrl}/demo`, { waitUntil: 'load' });
   const [logout] = await Promise.all([
     page.waitForRequest((r) => new URL(r.url()).pathname === '/logout'),

@@ -1,6 +1,8 @@
 //! `end_session_endpoint` (`/logout`, GET or POST): ends the aidant's session (aidants
 //! work on shared computers), then goes back to the client's registered post-logout URI
-//! with `state`, or shows a page. The session ends in every case. A URI that is not registered for the client named by
+//! with `state`, or shows a page. With an `id_token_hint` the broker signed, the session
+//! ends in every case; without one, a signed-in aidant confirms first (any page could
+//! send the browser here). A URI that is not registered for the client named by
 //! `client_id` or by the `id_token_hint`'s audience is never followed.
 
 use super::{form_pairs, hs256_secret};
@@ -10,17 +12,41 @@ use crate::AppState;
 use actix_session::Session;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
+use askama::Template;
 use broker_core::client::IdTokenAlg;
 use broker_core::journal::{Action, Entry};
 use broker_core::oidc::claims::{verify_broker_jwt, verify_hs256};
 use broker_store::journal;
 
 pub async fn logout_get(req: HttpRequest, state: web::Data<AppState>, session: Session) -> HttpResponse {
-    logout(form_pairs(req.query_string().as_bytes()), state, session).await
+    logout(form_pairs(req.query_string().as_bytes()), state, session, false).await
 }
 
+/// A POST from a client, or the aidant's confirmation (the form carries `csrf`).
 pub async fn logout_post(body: web::Bytes, state: web::Data<AppState>, session: Session) -> HttpResponse {
-    logout(form_pairs(&body), state, session).await
+    let p = form_pairs(&body);
+    let confirmed = match param(&p, "csrf") {
+        Some(token) if guard::csrf_ok(&session, token) => true,
+        Some(_) => return guard::csrf_refused(),
+        None => false,
+    };
+    logout(p, state, session, confirmed).await
+}
+
+/// The parameters a confirmation carries over.
+const CARRIED: [&str; 4] = ["client_id", "post_logout_redirect_uri", "state", "ui_locales"];
+
+#[derive(Template)]
+#[template(path = "logout_confirm.html")]
+struct ConfirmPage {
+    header: pages::Header,
+    csrf: String,
+    carried: Vec<(&'static str, String)>,
+}
+
+fn confirm_page(session: &Session, p: &[(String, String)]) -> HttpResponse {
+    let carried = CARRIED.iter().filter_map(|k| param(p, k).map(|v| (*k, v.to_owned()))).collect();
+    pages::render(&ConfirmPage { header: pages::Header::anonymous_with_csrf(session), csrf: guard::csrf_token(session), carried })
 }
 
 fn param<'a>(p: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -41,15 +67,16 @@ enum Target {
     Refused,
 }
 
-async fn logout(p: Vec<(String, String)>, state: web::Data<AppState>, session: Session) -> HttpResponse {
+async fn logout(p: Vec<(String, String)>, state: web::Data<AppState>, session: Session, confirmed: bool) -> HttpResponse {
     let hint = param(&p, "id_token_hint").map(str::to_owned);
     let client_id = param(&p, "client_id").map(str::to_owned);
     let post_logout = param(&p, "post_logout_redirect_uri").map(str::to_owned);
     let st = state.clone();
-    let target = web::block(move || -> Result<Target, String> {
+    let target = web::block(move || -> Result<(Target, bool), String> {
         // The client: `client_id`, or the audience of a hint the broker signed.
         let keys = st.signing.keys();
         let mut client_id = client_id;
+        let mut vouched = false;
         if let Some(h) = &hint {
             let from_keys = verify_broker_jwt(h, &keys);
             let aud = |claims: &serde_json::Value| claims.get("aud").and_then(|a| a.as_str()).map(str::to_owned);
@@ -70,21 +97,22 @@ async fn logout(p: Vec<(String, String)>, state: web::Data<AppState>, session: S
                     }
                 }
             };
+            vouched = hinted.is_some();
             match (hinted, &client_id) {
-                (None, _) => return Ok(if post_logout.is_some() { Target::Refused } else { Target::None }),
-                (Some(a), Some(c)) if &a != c => return Ok(Target::Refused),
+                (None, _) => return Ok((if post_logout.is_some() { Target::Refused } else { Target::None }, vouched)),
+                (Some(a), Some(c)) if &a != c => return Ok((Target::Refused, vouched)),
                 (Some(a), _) => client_id = Some(a),
             }
         }
-        let Some(uri) = post_logout else { return Ok(Target::None) };
-        let Some(client_id) = client_id else { return Ok(Target::Refused) };
+        let Some(uri) = post_logout else { return Ok((Target::None, vouched)) };
+        let Some(client_id) = client_id else { return Ok((Target::Refused, vouched)) };
         match st.clients.get(&st.db, &client_id).map_err(|e| e.to_string())? {
-            Some(c) if c.post_logout_uri_list().contains(&uri.as_str()) => Ok(Target::Redirect(uri)),
-            _ => Ok(Target::Refused),
+            Some(c) if c.post_logout_uri_list().contains(&uri.as_str()) => Ok((Target::Redirect(uri), vouched)),
+            _ => Ok((Target::Refused, vouched)),
         }
     })
     .await;
-    let target = match target {
+    let (target, vouched) = match target {
         Ok(Ok(t)) => t,
         Ok(Err(e)) => {
             tracing::error!(error = %e, "logout failed");
@@ -92,7 +120,13 @@ async fn logout(p: Vec<(String, String)>, state: web::Data<AppState>, session: S
         }
         Err(_) => return pages::server_error(),
     };
-    if let Some(who) = SignedIn::from_session(&session, state.clock.now()) {
+    let signed_in = SignedIn::from_session(&session, state.clock.now());
+    // Without an id_token_hint the broker signed, the request may come from any page:
+    // the aidant confirms first (and the form's CSRF token proves the confirmation).
+    if signed_in.is_some() && !vouched && !confirmed {
+        return confirm_page(&session, &p);
+    }
+    if let Some(who) = signed_in {
         let st = state.clone();
         let _ = web::block(move || st.db.write(|c| journal::append(c, &[Entry::new(Action::Logout).aidant(who.aidant_id).detail("via", "end_session")]))).await;
     }
