@@ -1107,6 +1107,7 @@ fn serve(s: &Settings) -> Result<(), Failure> {
     if s.journal_checkpoint_seconds > 0 {
         start_checkpoints(db.clone(), journal_key.clone(), s.journal_checkpoint_seconds);
     }
+    start_purges(db.clone());
     let mailer = broker_web::mail::Mailer::from_settings(s.smtp_url.as_deref(), &s.mail_from, &s.outbox_dir)
         .map_err(|e| Failure { code: 2, message: e.to_string() })?;
     let passkeys = broker_web::passkeys::Passkeys::new(&s.issuer).map_err(|e| Failure { code: 2, message: format!("AC_ISSUER : {}", e.detail()) })?;
@@ -1425,6 +1426,23 @@ fn audit_live(s: &Settings, cp: &Checkpoint, vkey: &VerifierKey) -> Result<(i64,
 
 /// The server's periodic checkpoints: one at start, then every `every` seconds when
 /// entries other than checkpoints were added.
+/// Every ten minutes, forgets the uses of access tokens that have expired
+/// ([`broker_store::idp::purge_token_uses`]).
+fn start_purges(db: Db) {
+    let keep = broker_store::oidc_state::MAX_ACCESS_TOKEN_TTL_SECONDS as i64 + 60;
+    let spawned = std::thread::Builder::new().name("purges".into()).spawn(move || loop {
+        std::thread::sleep(std::time::Duration::from_secs(600));
+        match broker_store::idp::purge_token_uses(&db, Timestamp::now().plus_seconds(-keep)) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rows = n, "expired token uses purged"),
+            Err(e) => tracing::error!(error = %e, "purge of token uses failed"),
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "purges: task not started");
+    }
+}
+
 fn start_checkpoints(db: Db, key: Arc<JournalKey>, every: u64) {
     let spawned = std::thread::Builder::new().name("journal-checkpoints".into()).spawn(move || loop {
         match checkpoints::create(&db, &key, Timestamp::now(), true) {

@@ -305,6 +305,14 @@ pub fn disclose(db: &Db, clients: &ClientCache, token_hash: &str, g: &AccessGran
     }
 }
 
+/// Forgets the uses of access tokens that can no longer be presented: those recorded
+/// before `before`, which the caller sets at least
+/// [`crate::oidc_state::MAX_ACCESS_TOKEN_TTL_SECONDS`] in the past (a token is used after
+/// it is issued and lives no longer than that). Returns how many rows went.
+pub fn purge_token_uses(db: &Db, before: Timestamp) -> Result<usize, StoreError> {
+    db.write(|c| Ok(diesel::delete(oidc_token_uses::table.filter(oidc_token_uses::used_at.lt(before.micros()))).execute(c)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::matches;

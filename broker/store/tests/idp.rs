@@ -232,3 +232,18 @@ fn the_client_copy_is_served_within_its_lifetime_and_read_again_after_it() {
         assert!(short.get(&w.t.db, "fc").unwrap().is_some(), "{}", w.t.name());
     }
 }
+
+#[test]
+fn uses_of_expired_tokens_are_forgotten_and_recent_ones_still_refuse_a_second_use() {
+    for t in TestDb::both() {
+        let w = world(t);
+        let u = usager(&w, "s1", "Hélène", "Dupont");
+        let m = mandat(&w, w.org, u, &[Argent], T0);
+        let g = grant(&w, u, &m);
+        assert!(matches!(idp::disclose(&w.t.db, &w.clients, "old", &g, T0.plus_seconds(1)).unwrap(), Disclosure::Identity(_)));
+        assert!(matches!(idp::disclose(&w.t.db, &w.clients, "recent", &g, T0.plus_seconds(500)).unwrap(), Disclosure::Identity(_)));
+        assert_eq!(idp::purge_token_uses(&w.t.db, T0.plus_seconds(100)).unwrap(), 1, "{}", w.t.name());
+        assert!(matches!(idp::disclose(&w.t.db, &w.clients, "recent", &g, T0.plus_seconds(501)).unwrap(), Disclosure::AlreadyUsed), "{}", w.t.name());
+        assert_eq!(used_entries(&w.t).len(), 2, "the journal keeps every disclosure");
+    }
+}
