@@ -216,7 +216,7 @@ fn set_client_active(t: &TestDb, active: bool) {
 fn the_client_copy_is_served_within_its_lifetime_and_read_again_after_it() {
     for t in TestDb::both() {
         let w = world(t);
-        let short = idp::ClientCache::new(Duration::from_millis(200));
+        let short = idp::ClientCache::new(Duration::from_secs(2));
         let every_time = idp::ClientCache::new(Duration::ZERO);
         assert_eq!(short.get(&w.t.db, "fc").unwrap().unwrap().name, "FranceConnect");
         assert!(every_time.get(&w.t.db, "fc").unwrap().is_some());
@@ -225,7 +225,7 @@ fn the_client_copy_is_served_within_its_lifetime_and_read_again_after_it() {
         // Within its lifetime the copy still answers; a cache of lifetime zero does not.
         assert!(short.get(&w.t.db, "fc").unwrap().is_some(), "{}", w.t.name());
         assert!(every_time.get(&w.t.db, "fc").unwrap().is_none(), "{}", w.t.name());
-        std::thread::sleep(Duration::from_millis(250));
+        std::thread::sleep(Duration::from_millis(2200));
         assert!(short.get(&w.t.db, "fc").unwrap().is_none(), "past its lifetime the copy is read again: {}", w.t.name());
         // A client that becomes active is found at once: a miss is never remembered.
         set_client_active(&w.t, true);
