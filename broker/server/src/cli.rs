@@ -1424,8 +1424,6 @@ fn audit_live(s: &Settings, cp: &Checkpoint, vkey: &VerifierKey) -> Result<(i64,
     Ok((entries, Some(latest.size)))
 }
 
-/// The server's periodic checkpoints: one at start, then every `every` seconds when
-/// entries other than checkpoints were added.
 /// Every ten minutes, forgets the uses of access tokens that have expired
 /// ([`broker_store::idp::purge_token_uses`]).
 fn start_purges(db: Db) {
@@ -1443,6 +1441,8 @@ fn start_purges(db: Db) {
     }
 }
 
+/// The server's periodic checkpoints: one at start, then every `every` seconds when
+/// entries other than checkpoints were added.
 fn start_checkpoints(db: Db, key: Arc<JournalKey>, every: u64) {
     let spawned = std::thread::Builder::new().name("journal-checkpoints".into()).spawn(move || loop {
         match checkpoints::create(&db, &key, Timestamp::now(), true) {

@@ -294,7 +294,7 @@ pub fn disclose(db: &Db, clients: &ClientCache, token_hash: &str, g: &AccessGran
             e = e.demarche(d);
         }
         journal::append(c, &[e])?;
-        Ok(Disclosure::Identity(Box::new((identity, client.clone()))))
+        Ok(Disclosure::Identity(Box::new((identity, client))))
     });
     match out {
         // Two requests racing with one token: the loser's insert hits the primary key.

@@ -260,6 +260,17 @@ pub fn sequence_pending(conn: &mut AnyConnection) -> Result<usize, StoreError> {
 }
 
 /// Entries written with their change and not numbered yet (PostgreSQL only).
+/// Entries read from `journal_pending` (with their id) and then from `journal` (with the
+/// `pending_id` each was moved from), each kept once: the numbered ones, then the pending
+/// ones not numbered in between. Read in that order, an entry the sequencer moves
+/// meanwhile is seen at least once, so nothing is missed, in a snapshot or not.
+pub fn once<T>(pending: Vec<(i64, T)>, numbered: Vec<(Option<i64>, T)>) -> Vec<T> {
+    let moved: std::collections::HashSet<i64> = numbered.iter().filter_map(|(p, _)| *p).collect();
+    let mut out: Vec<T> = numbered.into_iter().map(|(_, t)| t).collect();
+    out.extend(pending.into_iter().filter(|(id, _)| !moved.contains(id)).map(|(_, t)| t));
+    out
+}
+
 pub fn pending_count(conn: &mut AnyConnection) -> Result<i64, StoreError> {
     Ok(journal_pending::table.count().get_result(conn)?)
 }

@@ -184,9 +184,7 @@ type Line = (i64, String, Option<i64>, Option<i64>, Option<String>, String);
 /// not yet numbered included). Each entry is listed once, whether or not the connection
 /// is in a snapshot while the sequencer numbers entries.
 pub fn history(c: &mut AnyConnection, organisation_id: i64, usager_id: i64) -> Result<Vec<HistoryLine>, StoreError> {
-    // Pending entries first, numbered ones second: an entry that the sequencer moves in
-    // between is then read twice (and kept once, by its `pending_id`), never missed, even
-    // outside a snapshot.
+    // Pending entries first, numbered ones second (see `journal::once`).
     let pending: Vec<(i64, Line)> = journal_pending::table
         .filter(journal_pending::usager_id.eq(usager_id))
         .filter(journal_pending::organisation_id.eq(organisation_id))
@@ -196,15 +194,15 @@ pub fn history(c: &mut AnyConnection, organisation_id: i64, usager_id: i64) -> R
             (journal_pending::at, journal_pending::action, journal_pending::aidant_id, journal_pending::mandat_id, journal_pending::demarche, journal_pending::details),
         ))
         .load(c)?;
-    let numbered: Vec<(i64, Option<i64>, Line)> = journal_t::table
+    let numbered: Vec<(Option<i64>, (i64, Line))> = journal_t::table
         .filter(journal_t::usager_id.eq(usager_id))
         .filter(journal_t::organisation_id.eq(organisation_id))
         .order(journal_t::seq)
-        .select((journal_t::seq, journal_t::pending_id, (journal_t::at, journal_t::action, journal_t::aidant_id, journal_t::mandat_id, journal_t::demarche, journal_t::details)))
+        .select((journal_t::pending_id, (journal_t::seq, (journal_t::at, journal_t::action, journal_t::aidant_id, journal_t::mandat_id, journal_t::demarche, journal_t::details))))
         .load(c)?;
-    let moved: std::collections::HashSet<i64> = numbered.iter().filter_map(|(_, p, _)| *p).collect();
-    let mut rows: Vec<(i64, Line)> = numbered.into_iter().map(|(seq, _, l)| (seq, l)).collect();
-    rows.extend(pending.into_iter().filter(|(id, _)| !moved.contains(id)).map(|(id, l)| (i64::MAX / 2 + id, l)));
+    // Ordered by instant, then by number; entries not numbered yet come after the numbered.
+    let pending = pending.into_iter().map(|(id, l)| (id, (i64::MAX / 2 + id, l))).collect();
+    let mut rows = journal::once(pending, numbered);
     rows.sort_by_key(|(order, l)| (l.0, *order));
     Ok(rows
         .into_iter()

@@ -57,12 +57,17 @@ L'aidant peut ajouter lui-même une clé de sécurité dans « Mon espace ».";
 /// `aidant_id` belongs to. Removing a way in (deactivation, a key or a card taken away)
 /// needs only the référent role where the aidant works with `by`.
 pub fn ensure_referent_of_all(c: &mut AnyConnection, by: i64, aidant_id: i64) -> Result<(), StoreError> {
-    for m in memberships_of(c, aidant_id)? {
-        if role_in(c, by, m.organisation_id)? != Some(Role::Referent) {
-            return Err(StoreError::Conflict(NOT_ALL_YOURS.into()));
-        }
+    let theirs: Vec<i64> = memberships::table.filter(memberships::aidant_id.eq(aidant_id)).select(memberships::organisation_id).load(c)?;
+    let managed: Vec<i64> = memberships::table
+        .filter(memberships::aidant_id.eq(by))
+        .filter(memberships::role.eq(Role::Referent.key()))
+        .select(memberships::organisation_id)
+        .load(c)?;
+    if theirs.iter().all(|o| managed.contains(o)) {
+        Ok(())
+    } else {
+        Err(StoreError::Conflict(NOT_ALL_YOURS.into()))
     }
-    Ok(())
 }
 
 /// The current organisation of an active aidant, when they are its référent.

@@ -134,8 +134,7 @@ pub fn organisation_stats(c: &mut AnyConnection, organisation_id: i64, now: Time
         .collect();
 
     let used_key = Action::AutorisationUsed.key();
-    // Pending first, numbered second: an entry moved in between is read twice and counted
-    // once (by its pending id), never missed.
+    // Pending first, numbered second (see `journal::once`).
     let pending: Vec<(i64, i64)> = journal_pending::table
         .filter(journal_pending::organisation_id.eq(organisation_id))
         .filter(journal_pending::action.eq(used_key))
@@ -150,11 +149,8 @@ pub fn organisation_stats(c: &mut AnyConnection, organisation_id: i64, now: Time
         .filter(journal::at.lt(until))
         .select((journal::pending_id, journal::at))
         .load(c)?;
-    let moved: std::collections::HashSet<i64> = numbered.iter().filter_map(|(p, _)| *p).collect();
-    let mut used_at: Vec<i64> = numbered.into_iter().map(|(_, at)| at).collect();
-    used_at.extend(pending.into_iter().filter(|(id, _)| !moved.contains(id)).map(|(_, at)| at));
     let mut used = vec![0i64; list.len()];
-    for at in used_at {
+    for at in crate::journal::once(pending, numbered) {
         used[bucket(at)] += 1;
     }
     Ok(Stats { months: list, created, used })

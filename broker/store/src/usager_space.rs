@@ -51,8 +51,7 @@ type UseRow = (i64, Option<i64>, Option<i64>, Option<String>, Option<String>);
 /// included), each once, in a snapshot or not.
 pub fn uses_of(c: &mut AnyConnection, usager_id: i64) -> Result<Vec<Use>, StoreError> {
     let action = Action::AutorisationUsed.key();
-    // Pending first, numbered second: an entry moved in between is read twice and kept
-    // once (by its pending id), never missed.
+    // Pending first, numbered second (see `journal::once`).
     let pending: Vec<(i64, UseRow)> = journal_pending::table
         .filter(journal_pending::usager_id.eq(usager_id))
         .filter(journal_pending::action.eq(action))
@@ -63,9 +62,7 @@ pub fn uses_of(c: &mut AnyConnection, usager_id: i64) -> Result<Vec<Use>, StoreE
         .filter(journal_t::action.eq(action))
         .select((journal_t::pending_id, (journal_t::at, journal_t::aidant_id, journal_t::organisation_id, journal_t::demarche, journal_t::client_id)))
         .load(c)?;
-    let moved: std::collections::HashSet<i64> = numbered.iter().filter_map(|(p, _)| *p).collect();
-    let mut rows: Vec<UseRow> = numbered.into_iter().map(|(_, r)| r).collect();
-    rows.extend(pending.into_iter().filter(|(id, _)| !moved.contains(id)).map(|(_, r)| r));
+    let rows: Vec<UseRow> = crate::journal::once(pending, numbered);
     let aidant_ids: Vec<i64> = rows.iter().filter_map(|r| r.1).collect();
     let org_ids: Vec<i64> = rows.iter().filter_map(|r| r.2).collect();
     let client_ids: Vec<String> = rows.iter().filter_map(|r| r.4.clone()).collect();

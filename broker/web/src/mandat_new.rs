@@ -9,8 +9,8 @@
 
 use crate::franceconnect::{callback_error, store_pending, take_pending, FcError, SESSION_KEY as FC_PENDING_KEY};
 use crate::guard::{self, SignedIn};
-use crate::pages::{self, render_with, DemarcheView, Header};
-use crate::signin::{client_ip, reauthenticate_totp, server_side};
+use crate::pages::{self, render_with, server_side, DemarcheView, Header};
+use crate::signin::{client_ip, reauthenticate_totp};
 use crate::AppState;
 use actix_session::Session;
 use actix_web::http::StatusCode;

@@ -111,6 +111,19 @@ pub fn server_error() -> HttpResponse {
     )
 }
 
+/// The value of a store call run on the blocking pool, or the server error response
+/// (a store error is logged with `what`).
+pub fn server_side<T>(result: Result<Result<T, broker_store::StoreError>, actix_web::error::BlockingError>, what: &str) -> Result<T, HttpResponse> {
+    match result {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "{what}");
+            Err(server_error())
+        }
+        Err(_) => Err(server_error()),
+    }
+}
+
 pub async fn home(state: web::Data<AppState>, session: Session) -> HttpResponse {
     let header = match guard::SignedIn::from_session(&session, state.clock.now()) {
         Some(who) => header_for(&state, &session, who.aidant_id).await,

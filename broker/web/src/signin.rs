@@ -7,10 +7,9 @@
 
 use crate::guard::{self, SignedIn, K_LINK_BINDING};
 use crate::mail::Message;
-use crate::pages::{self, render};
+use crate::pages::{self, render, server_side};
 use crate::AppState;
 use actix_session::Session;
-use actix_web::error::BlockingError;
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 use broker_core::journal::{Action, Entry};
@@ -318,19 +317,6 @@ pub struct ReauthForm {
     csrf: String,
     code: String,
     suite: Option<String>,
-}
-
-/// The value of a store call run on the blocking pool, or the server error response
-/// (a store error is logged with `what`).
-pub(crate) fn server_side<T>(result: Result<Result<T, StoreError>, BlockingError>, what: &str) -> Result<T, HttpResponse> {
-    match result {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "{what}");
-            Err(pages::server_error())
-        }
-        Err(_) => Err(pages::server_error()),
-    }
 }
 
 /// Journals `action` of the aidant, proved with the TOTP device `device`.

@@ -67,49 +67,52 @@ enum Target {
     Refused,
 }
 
+/// The audience of an id_token hint the broker signed: with one of its keys, or, for an
+/// HS256 client, with that client's secret. `None` when it signed nothing of the kind.
+fn hint_audience(st: &AppState, h: &str) -> Result<Option<String>, String> {
+    let aud = |claims: &serde_json::Value| claims.get("aud").and_then(|a| a.as_str()).map(str::to_owned);
+    if let Some(a) = verify_broker_jwt(h, &st.signing.keys()).as_ref().and_then(aud) {
+        return Ok(Some(a));
+    }
+    // An HS256 hint: its audience names the client whose secret verifies it.
+    let unverified = h.split('.').nth(1).and_then(|b| data_encoding::BASE64URL_NOPAD.decode(b.as_bytes()).ok()).and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+    let Some(a) = unverified.as_ref().and_then(aud) else { return Ok(None) };
+    match st.clients.get(&st.db, &a).map_err(|e| e.to_string())? {
+        Some(c) if c.id_token_alg == IdTokenAlg::Hs256.key() => {
+            let secret = hs256_secret(st, &c).map_err(|e| e.to_string())?;
+            Ok(secret.and_then(|s| verify_hs256(h, &s)).and_then(|c| aud(&c)))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Where the logout goes. The client is `client_id`, or the audience of the hint
+/// (`hinted`: `None` without a hint, `Some(None)` for a hint the broker did not sign).
+fn target_of(st: &AppState, hinted: Option<Option<String>>, client_id: Option<String>, post_logout: Option<String>) -> Result<Target, String> {
+    let client_id = match (hinted, client_id) {
+        (None, c) => c,
+        (Some(None), _) => return Ok(if post_logout.is_some() { Target::Refused } else { Target::None }),
+        (Some(Some(a)), Some(c)) if a != c => return Ok(Target::Refused),
+        (Some(Some(a)), _) => Some(a),
+    };
+    let Some(uri) = post_logout else { return Ok(Target::None) };
+    let Some(client_id) = client_id else { return Ok(Target::Refused) };
+    match st.clients.get(&st.db, &client_id).map_err(|e| e.to_string())? {
+        Some(c) if c.post_logout_uri_list().contains(&uri.as_str()) => Ok(Target::Redirect(uri)),
+        _ => Ok(Target::Refused),
+    }
+}
+
 async fn logout(p: Vec<(String, String)>, state: web::Data<AppState>, session: Session, confirmed: bool) -> HttpResponse {
     let hint = param(&p, "id_token_hint").map(str::to_owned);
     let client_id = param(&p, "client_id").map(str::to_owned);
     let post_logout = param(&p, "post_logout_redirect_uri").map(str::to_owned);
     let st = state.clone();
     let target = web::block(move || -> Result<(Target, bool), String> {
-        // The client: `client_id`, or the audience of a hint the broker signed.
-        let keys = st.signing.keys();
-        let mut client_id = client_id;
-        let mut vouched = false;
-        if let Some(h) = &hint {
-            let from_keys = verify_broker_jwt(h, &keys);
-            let aud = |claims: &serde_json::Value| claims.get("aud").and_then(|a| a.as_str()).map(str::to_owned);
-            let hinted = match from_keys.as_ref().and_then(aud) {
-                Some(a) => Some(a),
-                None => {
-                    // An HS256 hint: its audience names the client whose secret verifies it.
-                    let unverified = h.split('.').nth(1).and_then(|b| data_encoding::BASE64URL_NOPAD.decode(b.as_bytes()).ok()).and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
-                    match unverified.as_ref().and_then(aud) {
-                        Some(a) => match st.clients.get(&st.db, &a).map_err(|e| e.to_string())? {
-                            Some(c) if c.id_token_alg == IdTokenAlg::Hs256.key() => {
-                                let secret = hs256_secret(&st, &c).map_err(|e| e.to_string())?;
-                                secret.and_then(|s| verify_hs256(h, &s)).and_then(|c| aud(&c))
-                            }
-                            _ => None,
-                        },
-                        None => None,
-                    }
-                }
-            };
-            vouched = hinted.is_some();
-            match (hinted, &client_id) {
-                (None, _) => return Ok((if post_logout.is_some() { Target::Refused } else { Target::None }, vouched)),
-                (Some(a), Some(c)) if &a != c => return Ok((Target::Refused, vouched)),
-                (Some(a), _) => client_id = Some(a),
-            }
-        }
-        let Some(uri) = post_logout else { return Ok((Target::None, vouched)) };
-        let Some(client_id) = client_id else { return Ok((Target::Refused, vouched)) };
-        match st.clients.get(&st.db, &client_id).map_err(|e| e.to_string())? {
-            Some(c) if c.post_logout_uri_list().contains(&uri.as_str()) => Ok((Target::Redirect(uri), vouched)),
-            _ => Ok((Target::Refused, vouched)),
-        }
+        // `Some(None)`: a hint the broker did not sign (or for no client).
+        let hinted = hint.as_deref().map(|h| hint_audience(&st, h)).transpose()?;
+        let vouched = matches!(hinted, Some(Some(_)));
+        Ok((target_of(&st, hinted, client_id, post_logout)?, vouched))
     })
     .await;
     let (target, vouched) = match target {
