@@ -33,6 +33,9 @@ pub struct FcClaims {
     pub birthplace: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub birthcountry: Option<String>,
+    /// The acting aidant (RFC 8693 §4.1), for a client registered with `--act-claim`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub act: Option<Value>,
 }
 
 impl AdditionalClaims for FcClaims {}
@@ -190,6 +193,150 @@ pub fn random_hex64() -> String {
     hex::encode(rand::random::<[u8; 32]>())
 }
 
+/// `n` random letters and digits.
+pub fn random_alnum(n: usize) -> String {
+    use rand::Rng;
+    rand::thread_rng().sample_iter(&rand::distributions::Alphanumeric).take(n).map(char::from).collect()
+}
+
+/// What FranceConnect's core checks on the broker's answers, beyond the id_token's
+/// signature and standard claims, mirrored from its public sources:
+/// - [`token_result`]: the oidc-client library's `TokenResultDto`
+///   (`back/libs/oidc-client`, `getTokenFromProvider`): `acr` a non-empty alphanumeric
+///   string, `amr` (defaulting to `[]`) an array of strings, `rep_scope` absent or an
+///   array of strings;
+/// - [`rep_scope_matches`]: core-fcp's Aidants Connect verify handler
+///   (`core-fcp-aidants-connect-verify.handler.ts`): when the e-service's list is not
+///   empty, the id_token's `rep_scope` shares at least one value with it (strings
+///   compared as they are), else the login fails (Y600020);
+/// - [`identity`]: core-fcp's `OidcIdentityDto` and the oidc-client `MinIdentityDto`.
+pub mod core_checks {
+    use serde_json::Value;
+
+    fn strings(v: &Value) -> Option<Vec<&str>> {
+        v.as_array()?.iter().map(Value::as_str).collect()
+    }
+
+    pub fn token_result(id_token: &Value) -> Result<(), String> {
+        let acr = id_token["acr"].as_str().ok_or("acr is not a string")?;
+        if acr.is_empty() || !acr.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(format!("acr is not alphanumeric: {acr:?}"));
+        }
+        if let Some(amr) = id_token.get("amr") {
+            strings(amr).ok_or_else(|| format!("amr is not an array of strings: {amr}"))?;
+        }
+        if let Some(rep) = id_token.get("rep_scope") {
+            strings(rep).ok_or_else(|| format!("rep_scope is not an array of strings: {rep}"))?;
+        }
+        Ok(())
+    }
+
+    pub fn rep_scope_matches(id_token: &Value, service_list: &[&str]) -> Result<(), String> {
+        if service_list.is_empty() {
+            return Ok(());
+        }
+        let got = id_token.get("rep_scope").and_then(strings).ok_or("rep_scope missing while the e-service has a list")?;
+        if got.iter().any(|v| service_list.contains(v)) {
+            Ok(())
+        } else {
+            Err(format!("rep_scope {got:?} shares nothing with {service_list:?} (Y600020)"))
+        }
+    }
+
+    fn safe(name: &str, v: &Value, min: usize, max: usize) -> Result<(), String> {
+        let s = v.as_str().ok_or_else(|| format!("{name} is not a string"))?;
+        let n = s.chars().count();
+        if n < min || n > max || s.chars().any(char::is_control) {
+            return Err(format!("{name} refused: {s:?}"));
+        }
+        Ok(())
+    }
+
+    fn cog(v: &str) -> bool {
+        let b = v.as_bytes();
+        b.len() == 5
+            && ((b[0] == b'2' && (b[1] == b'A' || b[1] == b'B')) || (b[0].is_ascii_digit() && b[1].is_ascii_digit()))
+            && b[2..].iter().all(u8::is_ascii_digit)
+    }
+
+    fn email(v: &str) -> bool {
+        match v.split_once('@') {
+            Some((local, domain)) => {
+                !local.is_empty() && !domain.starts_with('.') && domain.contains('.') && !v.contains(char::is_whitespace) && !domain.contains('@')
+            }
+            None => false,
+        }
+    }
+
+    pub fn identity(u: &Value) -> Result<(), String> {
+        let sub = u["sub"].as_str().ok_or("sub is not a string")?;
+        if sub.is_empty() || !sub.is_ascii() {
+            return Err(format!("sub refused: {sub:?}"));
+        }
+        safe("given_name", &u["given_name"], 1, 256)?;
+        safe("family_name", &u["family_name"], 1, 256)?;
+        safe("birthdate", &u["birthdate"], 0, usize::MAX)?;
+        match u["gender"].as_str() {
+            Some("female" | "male") => {}
+            other => return Err(format!("gender refused: {other:?}")),
+        }
+        let country = u["birthcountry"].as_str().ok_or("birthcountry missing")?;
+        if !cog(country) {
+            return Err(format!("birthcountry is not a COG code: {country:?}"));
+        }
+        if country == "99100" && !u["birthplace"].as_str().is_some_and(cog) {
+            return Err(format!("birthplace is not a COG code: {}", u["birthplace"]));
+        }
+        if let Some(p) = u.get("preferred_username") {
+            safe("preferred_username", p, 0, usize::MAX)?;
+        }
+        match u["email"].as_str() {
+            Some(e) if email(e) => Ok(()),
+            other => Err(format!("email refused (required): {other:?}")),
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use serde_json::json;
+
+        #[test]
+        fn the_checks_refuse_what_the_core_refuses() {
+            let ok = json!({"acr": "eidas1", "amr": ["pwd", "otp", "mfa"], "rep_scope": ["Famille-Scolarité"]});
+            assert_eq!(token_result(&ok), Ok(()));
+            assert!(token_result(&json!({"acr": "eidas-1"})).is_err());
+            assert!(token_result(&json!({"acr": "eidas1", "amr": "mfa"})).is_err());
+            assert!(token_result(&json!({"acr": "eidas1", "rep_scope": "argent"})).is_err());
+            assert_eq!(rep_scope_matches(&ok, &[]), Ok(()));
+            assert_eq!(rep_scope_matches(&json!({}), &[]), Ok(()));
+            assert_eq!(rep_scope_matches(&ok, &["Famille-Scolarité", "Travail-Formation"]), Ok(()));
+            assert!(rep_scope_matches(&ok, &["famille"]).is_err(), "strings compared as they are");
+            assert!(rep_scope_matches(&json!({}), &["famille"]).is_err());
+
+            let id = json!({"sub": "abc", "given_name": "Jeanne Marie", "family_name": "Martin", "birthdate": "1952-03-14",
+                            "gender": "female", "birthplace": "75107", "birthcountry": "99100", "email": "j.martin@exemple.fr"});
+            assert_eq!(identity(&id), Ok(()));
+            let with = |k: &str, v: Value| {
+                let mut x = id.clone();
+                x[k] = v;
+                identity(&x)
+            };
+            assert!(with("email", Value::Null).is_err(), "e-mail required");
+            assert!(with("email", json!("pas-une-adresse")).is_err());
+            assert!(with("gender", json!("F")).is_err());
+            assert!(with("birthplace", json!("")).is_err(), "born in France: a commune code");
+            assert!(with("birthcountry", json!("France")).is_err());
+            assert!(with("given_name", json!("")).is_err());
+            assert!(with("sub", json!("é")).is_err());
+            let mut abroad = id.clone();
+            abroad["birthcountry"] = json!("99134");
+            abroad["birthplace"] = json!("");
+            assert_eq!(identity(&abroad), Ok(()));
+        }
+    }
+}
+
 impl Core {
     /// Discovery (and the JWKS) fetched now from instance 0.
     pub fn discover(idp: &Idp, registration: &Registration) -> Core {
@@ -247,6 +394,35 @@ impl Core {
         let (url, csrf, nonce) = req.url();
         assert_eq!(csrf.secret(), &state);
         AuthRequest { url, state, nonce, pkce_verifier: verifier }
+    }
+
+    /// The request exactly as FranceConnect's core builds it for Aidants Connect (its
+    /// Aidants Connect authorize handler): a `state` of 32 characters and a `nonce` of 43
+    /// (what its `openid-client` library generates), and `claims` with
+    /// `rep_scope: {essential: true, values: <the e-service's list>}`, where that list may
+    /// be empty or absent (`None`: the `values` member is left out).
+    pub fn auth_request_as_core(&self, values: Option<&[&str]>) -> AuthRequest {
+        let state = random_alnum(32);
+        let nonce = BASE64URL_NOPAD.encode(&rand::random::<[u8; 32]>());
+        assert_eq!(nonce.len(), 43);
+        let (s, n) = (state.clone(), nonce.clone());
+        let rep_scope = match values {
+            Some(v) => serde_json::json!({ "essential": true, "values": v }),
+            None => serde_json::json!({ "essential": true }),
+        };
+        let claims = serde_json::json!({ "id_token": { "rep_scope": rep_scope } });
+        let (url, csrf, nonce) = self
+            .client
+            .authorize_url(CoreAuthenticationFlow::AuthorizationCode, move || CsrfToken::new(s), move || Nonce::new(n))
+            .add_scope(Scope::new("profile".into()))
+            .add_scope(Scope::new("email".into()))
+            .add_scope(Scope::new("birth".into()))
+            .add_auth_context_value(AuthenticationContextClass::new("eidas1".into()))
+            .add_prompt(CoreAuthPrompt::Login)
+            .add_extra_param("claims", claims.to_string())
+            .url();
+        assert_eq!(csrf.secret(), &state);
+        AuthRequest { url, state, nonce, pkce_verifier: None }
     }
 
     /// `POST /token` at instance `on` with `client_secret_post`.

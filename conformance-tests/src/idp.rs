@@ -288,9 +288,16 @@ impl Idp {
     }
 
     /// FranceConnect's registration: id_token `alg`, userinfo `json` or `jwt`, the two
-    /// callbacks and the post-logout callback.
+    /// callbacks and the post-logout callback; with the public subject, so that a case
+    /// can compare `sub` with the usager's broker id.
     pub fn client(&self, alg: &str, userinfo: &str) -> Registration {
-        let out = self.cli_ok(&[
+        self.client_with(alg, userinfo, &["--subject-type", "public"])
+    }
+
+    /// A client registered with `alg`, `userinfo` and `extra` options; with no extra
+    /// option, the defaults of `broker admin client create` (pairwise subjects, no `act`).
+    pub fn client_with(&self, alg: &str, userinfo: &str, extra: &[&str]) -> Registration {
+        let mut args = vec![
             "admin",
             "client",
             "create",
@@ -305,7 +312,9 @@ impl Idp {
             alg,
             "--userinfo",
             userinfo,
-        ]);
+        ];
+        args.extend_from_slice(extra);
+        let out = self.cli_ok(&args);
         let list = |k: &str| out[k].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect::<Vec<_>>();
         Registration {
             client_id: out["client_id"].as_str().expect("client_id").to_owned(),

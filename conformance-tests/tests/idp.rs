@@ -4,7 +4,7 @@
 //! the broker's pages over HTTP. Every case runs on the embedded default (SQLite and the
 //! in-process cache) and on PostgreSQL with Redis; docs/franceconnect.md lists them.
 
-use conformance_tests::fc::{Core, FcIdTokenClaims, FcTokenResponse, Raw};
+use conformance_tests::fc::{core_checks, Core, FcIdTokenClaims, FcTokenResponse, Raw};
 use conformance_tests::idp::{Aidant, Backend, Browser, Callback, Idp, Mandat, Page, Proof, Usager, CALLBACK, LOGOUT_CALLBACK, OTHER_CALLBACK};
 use data_encoding::BASE64URL_NOPAD;
 use openidconnect::{AccessToken, JsonWebKey, OAuth2TokenResponse, TokenResponse};
@@ -273,7 +273,7 @@ on_both_backends! {
         assert_eq!(set("id_token_signing_alg_values_supported"), ["ES256", "HS256", "RS256"]);
         assert_eq!(set("userinfo_signing_alg_values_supported"), ["ES256", "HS256", "RS256"]);
         assert_eq!(set("code_challenge_methods_supported"), ["S256"]);
-        assert_eq!(set("subject_types_supported"), ["public"]);
+        assert_eq!(set("subject_types_supported"), ["pairwise", "public"]);
         assert_eq!(d["claims_parameter_supported"], true);
         assert_eq!(d["authorization_response_iss_parameter_supported"], true);
         for c in ["rep_scope", "given_name", "family_name", "birthdate", "gender", "birthplace", "birthcountry", "email", "preferred_username", "acr"] {
@@ -878,4 +878,173 @@ fn two_instances_share_every_step_postgres() {
     assert_token_refused(core.exchange_on(0, &code, None), "invalid_grant", 400);
     assert_invalid_token(core.userinfo_on(1, tokens.access_token(), claims.subject()));
     assert_eq!(w.idp.journal_entries("autorisation_used").len(), 1);
+}
+
+// ---- FranceConnect's core as its code behaves -------------------------------------------
+
+/// The id_token's claims as sent (the signature was checked by `check_id_token`).
+fn payload_of(tokens: &FcTokenResponse) -> Value {
+    let text = tokens.id_token().expect("id_token").to_string();
+    let part = text.split('.').nth(1).expect("a compact JWS");
+    serde_json::from_slice(&BASE64URL_NOPAD.decode(part.as_bytes()).unwrap()).unwrap()
+}
+
+/// What the core's client library and verify handler check on the answers, then the
+/// identity DTO on userinfo.
+fn core_accepts(tokens: &FcTokenResponse, service_list: &[&str], info: &conformance_tests::fc::UserInfo) {
+    let id_token = payload_of(tokens);
+    core_checks::token_result(&id_token).unwrap_or_else(|e| panic!("{e}: {id_token}"));
+    core_checks::rep_scope_matches(&id_token, service_list).unwrap_or_else(|e| panic!("{e}"));
+    let identity: Value = match &info.jwt {
+        Some((_, payload)) => payload.clone(),
+        None => info.raw.json(),
+    };
+    core_checks::identity(&identity).unwrap_or_else(|e| panic!("{e}: {identity}"));
+}
+
+/// The whole flow as the core sends it (`values` as the e-service's list, `None`: no
+/// `values` member), with a client registered with the defaults; the aidant is offered
+/// `offered` and picks `pick` (`None`: the only one, the page is skipped). Returns the
+/// id_token's `rep_scope`.
+fn flow_as_core_sends_it(b: Backend, values: Option<&[&str]>, offered: &[&str], pick: Option<&str>) -> (World, Vec<String>) {
+    let w = world(b);
+    let core = Core::discover(&w.idp, &w.idp.client_with("ES256", "json", &[]));
+    let req = core.auth_request_as_core(values);
+    let q: std::collections::HashMap<String, String> = req.url.query_pairs().into_owned().collect();
+    assert_eq!((q["state"].len(), q["nonce"].len()), (32, 43), "as the core's library generates them");
+    let mut br = w.idp.browser();
+    let start = w.idp.authorize(&mut br, &req.url);
+    let flow = start.flow().unwrap_or_else(|| panic!("the core's request is refused: {:?} {}", start.location, start.body));
+    let (page, _) = w.idp.open_flow(&mut br, &w.aidant, &flow);
+    let next = w.idp.pick_usager(&mut br, &flow, &page, &w.usager);
+    let cb = match pick {
+        None => next.callback().unwrap_or_else(|| panic!("one démarche: no démarche page expected: {:?}", next.location)),
+        Some(d) => {
+            let page = br.get(&format!("{flow}/demarche"));
+            let mut got = page.button_values("demarche");
+            got.sort();
+            assert_eq!(got, offered, "{}", page.body);
+            w.idp.pick_demarche(&mut br, &flow, &page, d).callback().expect("callback")
+        }
+    };
+    let tokens = core.exchange(&code_of(&cb, &req.state, w.idp.issuer())).unwrap_or_else(|e| panic!("{e:?}"));
+    let claims = core.verify_id_token(&tokens, &req.nonce).unwrap_or_else(|e| panic!("{e}"));
+    let info = core.userinfo(tokens.access_token(), claims.subject()).unwrap_or_else(|r| panic!("{} {}", r.status, r.text()));
+    core_accepts(&tokens, values.unwrap_or(&[]), &info);
+    let rep = claims.additional_claims().rep_scope.clone().expect("rep_scope asked, rep_scope answered");
+    assert_eq!(w.idp.journal_entries("autorisation_used").len(), 1);
+    (w, rep)
+}
+
+on_both_backends! {
+    /// `values: []` (an e-service with no list, most of them): the flow goes through, the
+    /// aidant picks among every démarche of the mandat, and the id_token names the one
+    /// chosen with FranceConnect's label.
+    fn core_with_an_empty_rep_scope_list(b) {
+        let (_, rep) = flow_as_core_sends_it(b, Some(&[]), &["argent", "famille", "logement"], Some("logement"));
+        assert_eq!(rep, ["Logement"]);
+    }
+
+    /// `rep_scope: {essential: true}` without `values` (an undefined list disappears from
+    /// the core's JSON): the same.
+    fn core_without_rep_scope_values(b) {
+        let (_, rep) = flow_as_core_sends_it(b, None, &["argent", "famille", "logement"], Some("argent"));
+        assert_eq!(rep, ["Argent-Impots-Consommation"]);
+    }
+
+    /// FranceConnect's labels (its `rep-scopes` fixtures): `Famille-Scolarité` and
+    /// `Travail-Formation`; the mandat covers famille only, so the démarche page is
+    /// skipped, and the id_token answers in the request's spelling.
+    fn core_with_franceconnect_labels(b) {
+        let (_, rep) = flow_as_core_sends_it(b, Some(&["Famille-Scolarité", "Travail-Formation"]), &[], None);
+        assert_eq!(rep, ["Famille-Scolarité"]);
+    }
+
+    /// A value the broker does not know beside a known one: ignored (logged at info
+    /// level); alone, `invalid_request` naming it.
+    fn core_with_an_unknown_value_beside_a_known_one(b) {
+        let (w, rep) = flow_as_core_sends_it(b, Some(&["Démarche-Inconnue", "argent", "famille"]), &["argent", "famille"], Some("famille"));
+        assert_eq!(rep, ["famille"]);
+        let logs = w.idp.logs();
+        assert!(logs.contains("rep_scope values not known") && logs.contains("Démarche-Inconnue"), "{logs}");
+        assert!(!logs.lines().any(|l| l.contains("Démarche-Inconnue") && l.contains("ERROR")), "{logs}");
+
+        let core = Core::discover(&w.idp, &w.idp.client_with("ES256", "json", &[]));
+        let req = core.auth_request_as_core(Some(&["Démarche-Inconnue"]));
+        let mut br = w.idp.browser();
+        let cb = assert_error_redirect(&w.idp.authorize(&mut br, &req.url), "invalid_request", Some(&req.state), w.idp.issuer());
+        // error_description is ASCII (RFC 6749 §4.1.2.1): accents are folded.
+        assert!(cb.get("error_description").unwrap().contains("'Demarche-Inconnue'"), "{}", cb.url);
+    }
+
+    /// Pairwise subjects (OIDC Core §8): the defaults give each client its own `sub` for
+    /// a usager, stable across logins, the same in the id_token and userinfo; clients of
+    /// one sector share it; a public client gets the broker id.
+    fn pairwise_subjects_per_client_and_sector(b) {
+        let w = world(b);
+        let login = |reg: &conformance_tests::idp::Registration| -> (String, FcTokenResponse, Core) {
+            let core = Core::discover(&w.idp, reg);
+            let mut br = w.idp.browser();
+            let (req, code) = authorize_to_code(&w, &core, &mut br, Some(&["argent"]), false, None);
+            let tokens = core.exchange(&code).unwrap_or_else(|e| panic!("{e:?}"));
+            let claims = core.verify_id_token(&tokens, &req.nonce).unwrap_or_else(|e| panic!("{e}"));
+            let sub = claims.subject().as_str().to_owned();
+            // userinfo is asked for the id_token's sub: the library refuses another one.
+            let info = core.userinfo(tokens.access_token(), claims.subject()).unwrap_or_else(|r| panic!("{} {}", r.status, r.text()));
+            assert_eq!(info.claims.subject().as_str(), sub);
+            (sub, tokens, core)
+        };
+        let a = w.idp.client_with("ES256", "json", &[]);
+        let other = w.idp.client_with("RS256", "jwt", &[]);
+        let (sub_a, _, _) = login(&a);
+        let (sub_a_again, _, _) = login(&a);
+        let (sub_other, _, _) = login(&other);
+        assert_eq!(sub_a, sub_a_again, "stable for one client");
+        assert_ne!(sub_a, sub_other, "different for two clients");
+        for s in [&sub_a, &sub_other] {
+            assert_ne!(s, &w.usager.sub, "the broker id never reaches a pairwise client");
+            assert!(s.is_ascii() && s.len() == 43, "{s}");
+        }
+        let s1 = w.idp.client_with("ES256", "json", &["--sector-identifier", "demarches.exemple.fr"]);
+        let s2 = w.idp.client_with("HS256", "json", &["--subject-type", "pairwise", "--sector-identifier", "demarches.exemple.fr"]);
+        let (sub_s1, _, _) = login(&s1);
+        let (sub_s2, _, _) = login(&s2);
+        assert_eq!(sub_s1, sub_s2, "one sector, one subject");
+        assert_ne!(sub_s1, sub_a);
+        let (sub_public, _, _) = login(&w.idp.client("ES256", "json"));
+        assert_eq!(sub_public, w.usager.sub, "public: today's sub");
+
+        let listed = w.idp.cli_ok(&["admin", "client", "list"]);
+        let find = |id: &str| listed.as_array().unwrap().iter().find(|c| c["client_id"] == id).cloned().unwrap();
+        assert_eq!(find(&a.client_id)["subject_type"], "pairwise");
+        assert_eq!(find(&s1.client_id)["sector_identifier"], "demarches.exemple.fr");
+    }
+
+    /// `--act-claim`: the id_token and userinfo carry `act` with the aidant's pairwise id
+    /// for that client and the organisation; other clients get no `act`.
+    fn act_claim_names_the_acting_aidant_for_clients_that_ask(b) {
+        let w = world(b);
+        for (extra, userinfo) in [(&["--act-claim"][..], "json"), (&["--act-claim"][..], "jwt"), (&[][..], "json")] {
+            let reg = w.idp.client_with("ES256", userinfo, extra);
+            let core = Core::discover(&w.idp, &reg);
+            let mut br = w.idp.browser();
+            let (req, code) = authorize_to_code(&w, &core, &mut br, Some(&["argent"]), false, None);
+            let tokens = core.exchange(&code).unwrap_or_else(|e| panic!("{e:?}"));
+            let claims = core.verify_id_token(&tokens, &req.nonce).unwrap_or_else(|e| panic!("{e}"));
+            let info = core.userinfo(tokens.access_token(), claims.subject()).unwrap_or_else(|r| panic!("{} {}", r.status, r.text()));
+            let in_token = claims.additional_claims().act.clone();
+            let in_userinfo = info.claims.additional_claims().act.clone();
+            if extra.is_empty() {
+                assert_eq!((in_token, in_userinfo), (None, None), "no act unless asked");
+                continue;
+            }
+            let act = in_token.expect("act in the id_token");
+            assert_eq!(Some(&act), in_userinfo.as_ref(), "the same act at userinfo");
+            assert_eq!(act["organisation"]["name"], "France Services Tourcoing");
+            assert!(act["organisation"]["siret"].as_str().is_some_and(|s| s.len() == 14), "{act}");
+            let aidant_sub = act["sub"].as_str().expect("act.sub");
+            assert!(aidant_sub.len() == 43 && aidant_sub != w.aidant.id.to_string() && aidant_sub != claims.subject().as_str(), "{act}");
+            assert!(!aidant_sub.contains(&w.aidant.email));
+        }
+    }
 }

@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+/// Serialised as its key (`"argent"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Demarche {
     Papiers,
@@ -129,6 +130,19 @@ fn canonical(mut list: Vec<Demarche>) -> Vec<Demarche> {
     list.sort();
     list.dedup();
     list
+}
+
+impl serde::Serialize for Demarche {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.key())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Demarche {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let key = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Demarche::from_key(&key).ok_or_else(|| serde::de::Error::custom(UnknownDemarche(key.into_owned())))
+    }
 }
 
 impl fmt::Display for Demarche {

@@ -281,6 +281,16 @@ enum ClientCmd {
         id_token_alg: String,
         #[arg(long, default_value = "json")]
         userinfo: String,
+        /// `pairwise` (par défaut : un sub propre au client, ou à son secteur) ou `public`
+        /// (l'identifiant de l'usager dans le broker, le même pour tous les clients).
+        #[arg(long, default_value = "pairwise")]
+        subject_type: String,
+        /// Un nom d'hôte : les clients pairwise qui le partagent reçoivent les mêmes sub.
+        #[arg(long)]
+        sector_identifier: Option<String>,
+        /// Ajoute la claim act (l'aidant qui agit et sa structure) à l'id_token et à userinfo.
+        #[arg(long)]
+        act_claim: bool,
     },
     List,
 }
@@ -595,9 +605,14 @@ fn admin_cmd(cmd: AdminCmd, s: &Settings, json: bool) -> Result<(), Failure> {
                 )
             });
         }
-        AdminCmd::Client { command: ClientCmd::Create { name, redirect_uri, post_logout_redirect_uri, id_token_alg, userinfo } } => {
+        AdminCmd::Client {
+            command:
+                ClientCmd::Create { name, redirect_uri, post_logout_redirect_uri, id_token_alg, userinfo, subject_type, sector_identifier, act_claim },
+        } => {
             let n = NewClient::validate(&name, &redirect_uri, &post_logout_redirect_uri, &id_token_alg, &userinfo)
-                .map_err(|e| bad_input(e.0))?;
+                .and_then(|n| n.with_subject(&subject_type, sector_identifier.as_deref()))
+                .map_err(|e| bad_input(e.0))?
+                .with_act_claim(act_claim);
             let db = open_db(s)?;
             let sealer = Sealer::new(&keys(s)?.seal);
             let c = admin::create_client(&db, &sealer, &n)?;
@@ -605,7 +620,8 @@ fn admin_cmd(cmd: AdminCmd, s: &Settings, json: bool) -> Result<(), Failure> {
                 json,
                 json!({ "client_id": c.client_id, "client_secret": n.secret.expose(), "name": c.name,
                         "redirect_uris": c.redirect_uri_list(), "post_logout_redirect_uris": c.post_logout_uri_list(),
-                        "id_token_alg": c.id_token_alg, "userinfo": c.userinfo_format }),
+                        "id_token_alg": c.id_token_alg, "userinfo": c.userinfo_format,
+                        "subject_type": c.subject_type, "sector_identifier": c.sector_identifier, "act_claim": c.act_claim }),
                 || {
                     format!(
                         "Client enregistré : {}\nclient_id : {}\nclient_secret (affiché une seule fois) : {}",
@@ -626,7 +642,14 @@ fn admin_cmd(cmd: AdminCmd, s: &Settings, json: bool) -> Result<(), Failure> {
                     return "Aucun client.".into();
                 }
                 list.iter()
-                    .map(|c| format!("{}\t{}\t{}\t{}", c.client_id, c.name, c.id_token_alg, c.redirect_uri_list().join(" ")))
+                    .map(|c| {
+                        let subject = match &c.sector_identifier {
+                            Some(sector) => format!("{} ({sector})", c.subject_type),
+                            None => c.subject_type.clone(),
+                        };
+                        let act = if c.act_claim { "act" } else { "-" };
+                        format!("{}\t{}\t{}\t{subject}\t{act}\t{}", c.client_id, c.name, c.id_token_alg, c.redirect_uri_list().join(" "))
+                    })
                     .collect::<Vec<_>>()
                     .join("\n")
             });

@@ -334,9 +334,23 @@ pub struct Client {
     pub userinfo_format: String,
     pub active: bool,
     pub created_at: i64,
+    /// `public` or `pairwise` ([`broker_core::client::SubjectType`]).
+    pub subject_type: String,
+    pub sector_identifier: Option<String>,
+    pub act_claim: bool,
 }
 
 impl Client {
+    /// How this client sees subjects: its subject type (unknown values read as
+    /// pairwise, the safer one) and its sector (the sector identifier, else its id).
+    pub fn subject_rule(&self) -> broker_core::oidc::subject::SubjectRule<'_> {
+        broker_core::oidc::subject::SubjectRule {
+            subject_type: broker_core::client::SubjectType::parse(&self.subject_type)
+                .unwrap_or(broker_core::client::SubjectType::Pairwise),
+            sector: self.sector_identifier.as_deref().unwrap_or(&self.client_id),
+        }
+    }
+
     pub fn redirect_uri_list(&self) -> Vec<&str> {
         self.redirect_uris.lines().filter(|l| !l.is_empty()).collect()
     }
@@ -368,6 +382,9 @@ pub fn create_client(db: &Db, sealer: &Sealer, n: &NewClient) -> Result<Client, 
                 oidc_clients::userinfo_format.eq(n.userinfo.key()),
                 oidc_clients::active.eq(true),
                 oidc_clients::created_at.eq(now),
+                oidc_clients::subject_type.eq(n.subject_type.key()),
+                oidc_clients::sector_identifier.eq(&n.sector_identifier),
+                oidc_clients::act_claim.eq(n.act_claim),
             ))
             .returning(oidc_clients::id)
             .get_result::<i64>(c)
@@ -378,6 +395,8 @@ pub fn create_client(db: &Db, sealer: &Sealer, n: &NewClient) -> Result<Client, 
                 .client(client.client_id.clone())
                 .detail("id_token_alg", n.id_token_alg.key())
                 .detail("userinfo", n.userinfo.key())
+                .detail("subject_type", n.subject_type.key())
+                .detail("act_claim", n.act_claim)
                 .detail("via", "cli")],
         )?;
         Ok(client)

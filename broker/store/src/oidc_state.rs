@@ -76,8 +76,10 @@ pub struct CodeGrant {
     pub demarche: String,
     pub autorisation_id: i64,
     pub mandat_id: i64,
-    /// Whether the client asked for `rep_scope` (the id_token then carries it).
-    pub rep_scope_requested: bool,
+    /// The id_token's `rep_scope` value when the client asked for it: the chosen
+    /// démarche in the spelling of the request ([`broker_core::oidc::rep_scope::RepScope::answer`]).
+    #[serde(default)]
+    pub rep_scope: Option<String>,
     /// When the aidant authenticated (micros): the id_token's `auth_time`.
     pub auth_time: i64,
     pub amr: Vec<String>,

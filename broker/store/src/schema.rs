@@ -97,6 +97,9 @@ diesel::table! {
         userinfo_format -> Text,
         active -> Bool,
         created_at -> BigInt,
+        subject_type -> Text,
+        sector_identifier -> Nullable<Text>,
+        act_claim -> Bool,
     }
 }
 

@@ -144,3 +144,49 @@ fn a_signing_key_change_is_journaled_with_its_file_and_not_without_it() {
         assert_eq!(actions(&t).len(), 1, "{}: no entry without its file", t.name());
     }
 }
+
+#[test]
+fn clients_registered_before_pairwise_subjects_stay_public_and_new_ones_are_pairwise() {
+    use broker_core::client::SubjectType;
+    use broker_store::schema::oidc_clients::dsl as oc;
+    use diesel::prelude::*;
+    for t in TestDb::both() {
+        // A row as the broker wrote it before the subject columns existed.
+        t.db.write(|c| {
+            diesel::insert_into(oc::oidc_clients)
+                .values((
+                    oc::client_id.eq("ancien-client"),
+                    oc::name.eq("Service historique"),
+                    oc::secret_hash.eq("00"),
+                    oc::redirect_uris.eq("https://ancien.exemple/cb"),
+                    oc::id_token_alg.eq("ES256"),
+                    oc::userinfo_format.eq("json"),
+                    oc::created_at.eq(0i64),
+                ))
+                .execute(c)
+                .map_err(StoreError::from)
+        })
+        .unwrap();
+        let n = NewClient::validate("Nouveau", &["https://nouveau.exemple/cb".into()], &[], "ES256", "json").unwrap();
+        admin::create_client(&t.db, &sealer(), &n).unwrap();
+        let s = NewClient::validate("Secteur", &["https://s.exemple/cb".into()], &[], "RS256", "json")
+            .unwrap()
+            .with_subject("pairwise", Some("demarches.exemple.fr"))
+            .unwrap()
+            .with_act_claim(true);
+        admin::create_client(&t.db, &sealer(), &s).unwrap();
+        let list = admin::list_clients(&t.db).unwrap();
+        let old = list.iter().find(|c| c.client_id == "ancien-client").unwrap();
+        assert_eq!((old.subject_type.as_str(), old.sector_identifier.as_deref(), old.act_claim), ("public", None, false), "{}", t.name());
+        assert_eq!(old.subject_rule().subject_type, SubjectType::Public);
+        let new = list.iter().find(|c| c.client_id == n.client_id).unwrap();
+        assert_eq!(new.subject_type, "pairwise");
+        assert_eq!(new.subject_rule().sector, n.client_id, "its own sector");
+        let sec = list.iter().find(|c| c.client_id == s.client_id).unwrap();
+        assert_eq!((sec.sector_identifier.as_deref(), sec.act_claim), (Some("demarches.exemple.fr"), true));
+        assert_eq!(sec.subject_rule().sector, "demarches.exemple.fr");
+        t.db.flush_journal();
+        let recs = broker_testkit::journal(&t.db, |c| journal::page(c, 0, 10)).unwrap();
+        assert!(recs.last().unwrap().details.contains(r#""act_claim":true"#) && recs.last().unwrap().details.contains(r#""subject_type":"pairwise""#));
+    }
+}

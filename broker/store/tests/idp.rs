@@ -42,6 +42,9 @@ fn world(t: TestDb) -> World {
         post_logout_redirect_uris: vec![],
         id_token_alg: IdTokenAlg::Es256,
         userinfo: UserinfoFormat::Json,
+        subject_type: broker_core::client::SubjectType::Public,
+        sector_identifier: None,
+        act_claim: false,
     };
     admin::create_client(&t.db, &Sealer::new(&[7; 32]), &client).unwrap();
     World { t, org, other_org, aidant, clients: idp::ClientCache::new(Duration::from_secs(10)) }

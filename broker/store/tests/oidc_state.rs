@@ -128,7 +128,7 @@ fn grant() -> CodeGrant {
         demarche: "argent".into(),
         autorisation_id: 99,
         mandat_id: 12,
-        rep_scope_requested: true,
+        rep_scope: Some("argent".into()),
         auth_time: now().plus_seconds(-30).micros(),
         amr: vec!["pwd".into(), "otp".into()],
         issued_at: 0,

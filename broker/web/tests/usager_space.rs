@@ -84,6 +84,10 @@ async fn a_usager_sees_their_mandats_and_uses_only_and_revokes_them() {
         assert!(page.shows(&format!("Mandat n° {m1} avec France Services Tourcoing")), "{}", page.body);
         assert!(page.shows(&format!("Mandat n° {m2} avec CCAS de Lille")));
         assert!(page.shows("Nadia Benali") && page.shows("client-impots"), "the use: aidant and e-service");
+        assert!(
+            page.shows("un deuxième service en ligne peut recevoir votre identité directement de FranceConnect") && page.shows("n'apparaissent pas ici"),
+            "the space says which uses it cannot show"
+        );
         assert!(!page.shows(&format!("Mandat n° {theirs}")) && !page.shows("Angela") && !page.shows("client-pole-emploi") && !page.shows("Travail"));
 
         // Someone else's autorisation or mandat: 404, nothing revoked.

@@ -115,7 +115,7 @@ fn code_grant(s: &Seeded) -> CodeGrant {
         demarche: s.demarche.clone(),
         autorisation_id: s.autorisation_id,
         mandat_id: s.mandat_id,
-        rep_scope_requested: true,
+        rep_scope: Some(s.demarche.clone()),
         auth_time: now.plus_seconds(-30).micros(),
         amr: ["otp", "mfa"].map(String::from).to_vec(),
         issued_at: 0,

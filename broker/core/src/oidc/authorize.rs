@@ -23,15 +23,17 @@
 //!    (`invalid_request`);
 //! 9. `prompt`: values among login, none, consent, select_account; `none` alone
 //!    (`invalid_request`);
-//! 10. `claims`: JSON object; `id_token.rep_scope`, when present, restricts the
-//!     démarches to known keys (`invalid_request` naming an unknown one);
+//! 10. `claims`: JSON object (8 KiB at most); `id_token.rep_scope`, when present, is
+//!     read by [`RepScope::parse`]: an empty or absent list restricts nothing, keys and
+//!     FranceConnect's labels are understood, unknown values beside known ones are
+//!     ignored, and only unknown values is `invalid_request` naming them;
 //! 11. PKCE: `code_challenge_method=S256` only, and with a `code_challenge` of 43 to 128
 //!     unreserved characters (`invalid_request`). A `code_challenge` without a method
 //!     means `plain` (RFC 7636 §4.3), which is refused too.
 //!
 //! As RFC 6749 §3.1 asks, a parameter sent with an empty value is treated as omitted.
 //! Whether the organisation may act for the requested démarches is checked once the
-//! aidant is known: [`check_rep_scope_allowed`]. The code's PKCE binding is checked at
+//! aidant is known: [`RepScope::within`]. The code's PKCE binding is checked at
 //! the token endpoint: [`verify_pkce`].
 
 use data_encoding::BASE64URL_NOPAD;
@@ -39,8 +41,8 @@ use sha2::{Digest, Sha256};
 
 use super::claims::{Scope, ACR_EIDAS1};
 use super::error::{ErrorCode, OAuthError};
+use super::rep_scope::RepScope;
 use crate::secret::constant_time_eq;
-use crate::Demarche;
 
 /// What the checks need to know about a registered client, borrowed from whatever
 /// storage holds it.
@@ -82,10 +84,12 @@ pub struct AuthorizeRequest {
     pub prompt_login: bool,
     /// `prompt=none`: answer `login_required` when there is no session.
     pub prompt_none: bool,
-    /// `Some` when `claims.id_token.rep_scope` was requested: the démarches the aidant
-    /// may choose among (deduplicated, canonical order; all ten when the request gave no
-    /// `value`/`values`). The id_token then carries `rep_scope`.
-    pub rep_scope: Option<Vec<Demarche>>,
+    /// `Some` when `claims.id_token.rep_scope` was requested (the id_token then carries
+    /// `rep_scope`): which démarches the e-service accepts, and in which spelling.
+    pub rep_scope: Option<RepScope>,
+    /// `rep_scope` values the broker does not know, ignored beside known ones (bounded,
+    /// for an info-level log line).
+    pub rep_scope_ignored: Vec<String>,
     /// The S256 PKCE challenge, when the client sent one.
     pub code_challenge: Option<String>,
     /// Always [`ACR_EIDAS1`], the only level the broker answers.
@@ -176,7 +180,10 @@ fn checklist(
     let state = bounded_token(p, "state")?;
     let nonce = bounded_token(p, "nonce")?;
     let (prompt_login, prompt_none) = prompt(p)?;
-    let rep_scope = claims_rep_scope(p)?;
+    let (rep_scope, rep_scope_ignored) = match claims_rep_scope(p)? {
+        Some(parsed) => (Some(parsed.scope), parsed.ignored),
+        None => (None, Vec::new()),
+    };
     let code_challenge = pkce(p)?;
     Ok(AuthorizeRequest {
         client_id: client_id.to_owned(),
@@ -187,6 +194,7 @@ fn checklist(
         prompt_login,
         prompt_none,
         rep_scope,
+        rep_scope_ignored,
         code_challenge,
         acr,
     })
@@ -385,7 +393,7 @@ fn prompt(p: &Params<'_>) -> Result<(bool, bool), OAuthError> {
 const CLAIMS_MAX: usize = 8 * 1024;
 
 /// `claims`: a JSON object; only `id_token.rep_scope` is read, other members ignored.
-fn claims_rep_scope(p: &Params<'_>) -> Result<Option<Vec<Demarche>>, OAuthError> {
+fn claims_rep_scope(p: &Params<'_>) -> Result<Option<super::rep_scope::ParsedRepScope>, OAuthError> {
     let Some(raw) = p.one("claims") else {
         return Ok(None);
     };
@@ -404,63 +412,8 @@ fn claims_rep_scope(p: &Params<'_>) -> Result<Option<Vec<Demarche>>, OAuthError>
     };
     match id_token.get("rep_scope") {
         None => Ok(None),
-        Some(request) => rep_scope(request).map(Some),
+        Some(request) => RepScope::parse(request).map(Some),
     }
-}
-
-/// `rep_scope`: `null` or `{"essential": bool, "values": [keys]}` (or a single
-/// `"value"`); without values, every démarche may be chosen.
-fn rep_scope(request: &serde_json::Value) -> Result<Vec<Demarche>, OAuthError> {
-    use serde_json::Value;
-    let request = match request {
-        Value::Null => return Ok(Demarche::ALL.to_vec()),
-        Value::Object(o) => o,
-        _ => {
-            return Err(invalid(
-                "claims.id_token.rep_scope doit être un objet JSON ou null.",
-            ))
-        }
-    };
-    if !matches!(request.get("essential"), None | Some(Value::Bool(_))) {
-        return Err(invalid(
-            "claims.id_token.rep_scope.essential doit être un booléen.",
-        ));
-    }
-    let keys: Vec<&Value> =
-        match (request.get("value"), request.get("values")) {
-            (None, None) => return Ok(Demarche::ALL.to_vec()),
-            (Some(_), Some(_)) => return Err(invalid(
-                "claims.id_token.rep_scope : value et values ne peuvent pas être donnés ensemble.",
-            )),
-            (Some(v), None) => vec![v],
-            (None, Some(Value::Array(vs))) => vs.iter().collect(),
-            (None, Some(_)) => {
-                return Err(invalid(
-                    "claims.id_token.rep_scope.values doit être une liste.",
-                ))
-            }
-        };
-    if keys.is_empty() {
-        return Err(invalid("claims.id_token.rep_scope.values est vide."));
-    }
-    let mut out = Vec::with_capacity(keys.len());
-    for key in keys {
-        let Value::String(key) = key else {
-            return Err(invalid(
-                "claims.id_token.rep_scope : les démarches sont des chaînes.",
-            ));
-        };
-        let d = Demarche::from_key(key).ok_or_else(|| {
-            invalid(format!(
-                "Démarche inconnue dans rep_scope : « {} ».",
-                printable(key)
-            ))
-        })?;
-        out.push(d);
-    }
-    out.sort();
-    out.dedup();
-    Ok(out)
 }
 
 fn is_pkce_value(v: &str) -> bool {
@@ -512,29 +465,6 @@ fn printable(v: &str) -> String {
 
 // ---- later checks ------------------------------------------------------------------
 
-/// Once the aidant is known: every requested démarche must be allowed for their
-/// organisation, else `access_denied` (redirectable) naming the others.
-pub fn check_rep_scope_allowed(
-    requested: &[Demarche],
-    allowed_for_org: &[Demarche],
-) -> Result<(), OAuthError> {
-    let refused: Vec<Demarche> = requested
-        .iter()
-        .copied()
-        .filter(|d| !allowed_for_org.contains(d))
-        .collect();
-    if refused.is_empty() {
-        return Ok(());
-    }
-    Err(OAuthError::new(
-        ErrorCode::AccessDenied,
-        format!(
-            "Votre structure n'est pas habilitée pour ces démarches : {}.",
-            Demarche::join(&refused).replace(',', ", ")
-        ),
-    ))
-}
-
 /// At the token endpoint: `BASE64URL-NOPAD(SHA-256(verifier)) == challenge`, compared
 /// in constant time; the verifier must be 43 to 128 unreserved characters.
 pub fn verify_pkce(challenge: &str, verifier: &str) -> bool {
@@ -548,6 +478,8 @@ pub fn verify_pkce(challenge: &str, verifier: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::oidc::rep_scope::Accepted;
+    use crate::Demarche;
 
     const CB: &str = "https://fc.exemple/api/v2/oidc-callback";
     const CB_WITH_QUERY: &str = "https://rp.exemple/cb?tenant=a%20b";
@@ -656,7 +588,11 @@ mod tests {
                 scopes: vec![Scope::OpenId, Scope::Profile, Scope::Email, Scope::Birth],
                 prompt_login: true,
                 prompt_none: false,
-                rep_scope: Some(vec![Demarche::Social, Demarche::Argent]),
+                rep_scope: Some(RepScope::Among(vec![
+                    Accepted { demarche: Demarche::Social, spelling: "social".into() },
+                    Accepted { demarche: Demarche::Argent, spelling: "argent".into() },
+                ])),
+                rep_scope_ignored: Vec::new(),
                 code_challenge: None,
                 acr: "eidas1",
             }
@@ -1032,50 +968,38 @@ mod tests {
     }
 
     #[test]
-    fn rep_scope_values_are_known_demarches() {
-        let rep = |claims: &str| run(&with_claims(claims)).map(|r| r.rep_scope);
+    fn rep_scope_as_franceconnect_core_sends_it() {
+        let rep = |claims: &str| run(&with_claims(claims)).map(|r| r.rep_scope.and_then(|s| s.restricted_to()));
         assert_eq!(
             rep(r#"{"id_token":{"rep_scope":{"values":["social","argent","social"],"extra":1}}}"#),
             Ok(Some(vec![Demarche::Social, Demarche::Argent]))
         );
-        assert_eq!(
-            rep(r#"{"id_token":{"rep_scope":{"value":"justice"}}}"#),
-            Ok(Some(vec![Demarche::Justice]))
-        );
-        assert_eq!(
-            rep(r#"{"id_token":{"rep_scope":null}}"#),
-            Ok(Some(Demarche::ALL.to_vec()))
-        );
-        assert_eq!(
-            rep(r#"{"id_token":{"rep_scope":{"essential":true}}}"#),
-            Ok(Some(Demarche::ALL.to_vec()))
-        );
+        assert_eq!(rep(r#"{"id_token":{"rep_scope":{"value":"justice"}}}"#), Ok(Some(vec![Demarche::Justice])));
+        // No list, or an empty one: requested, restricting nothing.
+        for any in [
+            r#"{"id_token":{"rep_scope":null}}"#,
+            r#"{"id_token":{"rep_scope":{"essential":true}}}"#,
+            r#"{"id_token":{"rep_scope":{"essential":true,"values":[]}}}"#,
+        ] {
+            assert_eq!(run(&with_claims(any)).unwrap().rep_scope, Some(RepScope::Any), "{any}");
+        }
+        // Labels, and an unknown value beside a known one.
+        let r = run(&with_claims(r#"{"id_token":{"rep_scope":{"essential":true,"values":["Famille-Scolarité","impots"]}}}"#)).unwrap();
+        assert_eq!(r.rep_scope.as_ref().and_then(RepScope::restricted_to), Some(vec![Demarche::Famille]));
+        assert_eq!(r.rep_scope_ignored, vec!["impots".to_owned()]);
 
-        let unknown = with_claims(
-            r#"{"id_token":{"rep_scope":{"essential":true,"values":["argent","impots"]}}}"#,
-        );
-        assert_fault(&unknown, ErrorCode::InvalidRequest, "« impots »");
         assert_fault(
-            &with_claims(r#"{"id_token":{"rep_scope":{"values":["Argent"]}}}"#),
+            &with_claims(r#"{"id_token":{"rep_scope":{"essential":true,"values":["impots"]}}}"#),
             ErrorCode::InvalidRequest,
-            "Argent",
+            "« impots »",
         );
+        assert_fault(&with_claims(r#"{"id_token":{"rep_scope":{"values":["Argent"]}}}"#), ErrorCode::InvalidRequest, "Argent");
         for (bad, needle) in [
-            (r#"{"id_token":{"rep_scope":{"values":[]}}}"#, "vide"),
             (r#"{"id_token":{"rep_scope":{"values":"argent"}}}"#, "liste"),
-            (
-                r#"{"id_token":{"rep_scope":{"values":["argent",1]}}}"#,
-                "chaînes",
-            ),
+            (r#"{"id_token":{"rep_scope":{"values":["argent",1]}}}"#, "chaînes"),
             (r#"{"id_token":{"rep_scope":{"value":1}}}"#, "chaînes"),
-            (
-                r#"{"id_token":{"rep_scope":{"value":"argent","values":["argent"]}}}"#,
-                "ensemble",
-            ),
-            (
-                r#"{"id_token":{"rep_scope":{"essential":"true","values":["argent"]}}}"#,
-                "essential",
-            ),
+            (r#"{"id_token":{"rep_scope":{"value":"argent","values":["argent"]}}}"#, "ensemble"),
+            (r#"{"id_token":{"rep_scope":{"essential":"true","values":["argent"]}}}"#, "essential"),
             (r#"{"id_token":{"rep_scope":["argent"]}}"#, "rep_scope doit"),
         ] {
             assert_fault(&with_claims(bad), ErrorCode::InvalidRequest, needle);
@@ -1193,18 +1117,13 @@ mod tests {
     #[test]
     fn organisation_must_be_allowed_every_requested_demarche() {
         use Demarche::*;
-        assert_eq!(
-            check_rep_scope_allowed(&[Argent, Social], &Demarche::ALL),
-            Ok(())
-        );
-        assert_eq!(check_rep_scope_allowed(&[], &[Social]), Ok(()));
-        let e = check_rep_scope_allowed(&[Argent, Social, Papiers], &[Social]).unwrap_err();
+        let scope = |v: &str| RepScope::parse(&serde_json::from_str(v).unwrap()).unwrap().scope;
+        assert_eq!(scope(r#"{"values":["argent","social"]}"#).within(&Demarche::ALL), Ok(vec![Social, Argent]));
+        assert_eq!(RepScope::Any.within(&[Social]), Ok(vec![Social]));
+        let e = scope(r#"{"values":["argent","social","papiers"]}"#).within(&[Social]).unwrap_err();
         assert_eq!(e.code, ErrorCode::AccessDenied);
         assert!(e.redirectable);
-        assert_eq!(
-            e.description,
-            "Votre structure n'est pas habilitée pour ces démarches : papiers, argent."
-        );
+        assert_eq!(e.description, "Votre structure n'est pas habilitée pour ces démarches : papiers, argent.");
     }
 
     #[test]

@@ -15,12 +15,12 @@
 //! Pure functions: the instants come from the caller.
 
 use crate::client::IdTokenAlg;
-use crate::demarche::Demarche;
 use crate::identite::{IdentitePivot, FRANCE};
 use crate::signing::{Alg, KeySet, SigningError};
 use crate::time::Timestamp;
 use josekit::jws::{JwsHeader, HS256};
-use serde_json::{Map, Value};
+pub use serde_json::Map;
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 /// The only authentication context the broker answers (`acr`).
@@ -131,12 +131,15 @@ pub struct IdTokenInput<'a> {
     /// password and a security key, `["pwd", "otp", "mfa"]` for a password and a TOTP code.
     /// See the `AMR_*` constants. Omitted from the token when empty.
     pub amr: &'a [&'a str],
-    /// The démarche the aidant chose, when the client asked for `rep_scope`.
-    pub rep_scope: Option<Demarche>,
+    /// The démarche the aidant chose, in the spelling the client's `rep_scope` request
+    /// used, when it asked for `rep_scope`.
+    pub rep_scope: Option<&'a str>,
     /// The access token issued with this id_token (for `at_hash`).
     pub access_token: &'a str,
     /// The client's id_token algorithm (for `at_hash`; all three hash with SHA-256).
     pub alg: IdTokenAlg,
+    /// The `act` claim, for a client registered with it ([`super::subject::act_claim`]).
+    pub act: Option<&'a Value>,
 }
 
 /// The id_token claims. Instants are whole seconds since the epoch (JSON numbers).
@@ -155,7 +158,10 @@ pub fn id_token_claims(input: &IdTokenInput<'_>) -> Value {
     }
     c.insert("at_hash".into(), at_hash(input.access_token, input.alg).into());
     if let Some(d) = input.rep_scope {
-        c.insert("rep_scope".into(), Value::Array(vec![d.key().into()]));
+        c.insert("rep_scope".into(), Value::Array(vec![d.into()]));
+    }
+    if let Some(act) = input.act {
+        c.insert("act".into(), act.clone());
     }
     Value::Object(c)
 }
@@ -279,7 +285,7 @@ mod tests {
         n
     }
 
-    fn input(rep_scope: Option<Demarche>, alg: IdTokenAlg) -> IdTokenInput<'static> {
+    fn input(rep_scope: Option<&'static str>, alg: IdTokenAlg) -> IdTokenInput<'static> {
         IdTokenInput {
             issuer: ISSUER,
             client_id: CLIENT,
@@ -292,6 +298,7 @@ mod tests {
             rep_scope,
             access_token: ACCESS_TOKEN,
             alg,
+            act: None,
         }
     }
 
@@ -416,7 +423,7 @@ mod tests {
     #[test]
     fn rep_scope_only_when_requested() {
         assert!(id_token_claims(&input(None, IdTokenAlg::Es256)).get("rep_scope").is_none());
-        let v = id_token_claims(&input(Some(Demarche::Argent), IdTokenAlg::Es256));
+        let v = id_token_claims(&input(Some("argent"), IdTokenAlg::Es256));
         assert_eq!(v["rep_scope"], serde_json::json!(["argent"]));
     }
 
@@ -440,7 +447,7 @@ mod tests {
 
     #[test]
     fn hs256_verifies_with_the_secret_only() {
-        let claims = id_token_claims(&input(Some(Demarche::Social), IdTokenAlg::Hs256));
+        let claims = id_token_claims(&input(Some("Social-Santé"), IdTokenAlg::Hs256));
         let jwt = sign_id_token(&claims, IdTokenAlg::Hs256, &KeySet::default(), Some(SECRET), now()).unwrap();
         let header = decode_part(&jwt, 0);
         assert_eq!(header, serde_json::json!({ "alg": "HS256", "typ": "JWT" }), "no kid");
@@ -472,7 +479,7 @@ mod tests {
         let (_dir, keys) = key_set_in_temp_dir(&[Alg::Es256, Alg::Rs256]);
         let mut kids = Vec::new();
         for id_alg in [IdTokenAlg::Es256, IdTokenAlg::Rs256] {
-            let claims = id_token_claims(&input(Some(Demarche::Argent), id_alg));
+            let claims = id_token_claims(&input(Some("argent"), id_alg));
             let jwt = sign_id_token(&claims, id_alg, &keys, None, now()).unwrap();
             let jwk = published_key_of(&jwt, &keys);
             assert_eq!(jwk["alg"], id_alg.key(), "signed with the key of the client's algorithm");

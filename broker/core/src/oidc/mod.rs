@@ -4,3 +4,5 @@
 pub mod authorize;
 pub mod claims;
 pub mod error;
+pub mod rep_scope;
+pub mod subject;

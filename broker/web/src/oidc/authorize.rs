@@ -14,7 +14,8 @@ use actix_session::Session;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
-use broker_core::oidc::authorize::{check_rep_scope_allowed, try_validate, AuthorizeRequest, Rejection};
+use broker_core::oidc::authorize::{try_validate, AuthorizeRequest, Rejection};
+use broker_core::oidc::rep_scope::RepScope;
 use broker_core::oidc::error::{ErrorCode, OAuthError};
 use broker_core::secret::{random_bytes, sha256_hex};
 use broker_core::{Demarche, Timestamp};
@@ -42,7 +43,7 @@ struct Flow {
     nonce: String,
     scopes: Vec<String>,
     prompt_login: bool,
-    rep_scope: Option<Vec<String>>,
+    rep_scope: Option<RepScope>,
     code_challenge: Option<String>,
     created_at: i64,
     /// SHA-256 of the random value kept in the starting browser's session.
@@ -54,10 +55,6 @@ struct Flow {
 impl Flow {
     fn expires_at(&self) -> Timestamp {
         Timestamp::from_micros(self.created_at).plus_seconds(FLOW_SECONDS)
-    }
-
-    fn rep_scope(&self) -> Option<Vec<Demarche>> {
-        self.rep_scope.as_ref().map(|v| v.iter().filter_map(|k| Demarche::from_key(k)).collect())
     }
 
     fn redirect(&self, issuer: &str, error: OAuthError) -> HttpResponse {
@@ -145,6 +142,9 @@ async fn start(params: Vec<(String, String)>, state: web::Data<AppState>, sessio
         }
         Err(_) => return pages::server_error(),
     };
+    if !request.rep_scope_ignored.is_empty() {
+        tracing::info!(client = %request.client_id, ignored = ?request.rep_scope_ignored, "rep_scope values not known, ignored");
+    }
     let now = state.clock.now();
     let signed_in = SignedIn::from_session(&session, now);
     if request.prompt_none {
@@ -181,7 +181,7 @@ fn new_flow(r: AuthorizeRequest, client_name: String, now: Timestamp, binding: &
         nonce: r.nonce,
         scopes: r.scopes.iter().map(|s| s.key().to_owned()).collect(),
         prompt_login: r.prompt_login,
-        rep_scope: r.rep_scope.map(|v| v.iter().map(|d| d.key().to_owned()).collect()),
+        rep_scope: r.rep_scope,
         code_challenge: r.code_challenge,
         created_at: now.micros(),
         binding: sha256_hex(binding.as_bytes()),
@@ -254,14 +254,14 @@ async fn actor(state: &web::Data<AppState>, session: &Session, id: &str, flow: &
         }
         _ => return Err(pages::server_error()),
     };
-    let allowed = match flow.rep_scope() {
-        Some(requested) => {
-            if let Err(e) = check_rep_scope_allowed(&requested, &org_allowed) {
+    let allowed = match &flow.rep_scope {
+        Some(requested) => match requested.within(&org_allowed) {
+            Ok(allowed) => allowed,
+            Err(e) => {
                 let _ = state.cache.delete(&flow_key(id));
                 return Err(flow.redirect(&state.issuer, e));
             }
-            requested
-        }
+        },
         None => org_allowed,
     };
     Ok(Actor { who, organisation_id, allowed })
@@ -495,7 +495,7 @@ async fn issue(state: &web::Data<AppState>, session: &Session, id: &str, flow: &
         demarche: a.demarche.key().to_owned(),
         autorisation_id: a.autorisation_id,
         mandat_id: a.mandat_id,
-        rep_scope_requested: flow.rep_scope.is_some(),
+        rep_scope: flow.rep_scope.as_ref().map(|s| s.answer(a.demarche)),
         auth_time: actor.who.fresh_at.micros(),
         amr,
         issued_at: 0,

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 /// The discovery document of `issuer` (no trailing slash).
 pub fn document(issuer: &str) -> serde_json::Value {
-    let mut claims: Vec<&str> = vec!["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "at_hash", "rep_scope"];
+    let mut claims: Vec<&str> = vec!["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "at_hash", "rep_scope", "act"];
     for s in Scope::ALL {
         for c in s.claims() {
             if !claims.contains(c) {
@@ -31,7 +31,7 @@ pub fn document(issuer: &str) -> serde_json::Value {
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "grant_types_supported": ["authorization_code"],
-        "subject_types_supported": ["public"],
+        "subject_types_supported": ["public", "pairwise"],
         "acr_values_supported": ["eidas1"],
         "prompt_values_supported": ["login", "none", "consent", "select_account"],
         "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"],

@@ -59,6 +59,27 @@ pub fn hs256_secret(state: &AppState, client: &Client) -> Result<Option<Vec<u8>>
     }
 }
 
+/// What one client is told about who: the usager's `sub` as that client sees it
+/// (public or pairwise), and the `act` claim when the client is registered with it.
+pub fn subject_and_act(
+    state: &AppState,
+    client: &Client,
+    usager_sub: &str,
+    aidant_id: i64,
+    organisation_id: i64,
+) -> Result<(String, Option<serde_json::Value>), OAuthError> {
+    use broker_core::oidc::subject::{act_claim, ActingOrganisation, PairwiseKey};
+    let key = PairwiseKey::derive(&state.usager_salt);
+    let rule = client.subject_rule();
+    let sub = rule.usager(&key, usager_sub);
+    if !client.act_claim {
+        return Ok((sub, None));
+    }
+    let org = state.db.read(|c| admin::find_organisation(c, organisation_id)).map_err(OAuthError::internal)?;
+    let act = act_claim(&rule, &key, aidant_id, ActingOrganisation { siret: &org.siret, name: &org.name });
+    Ok((sub, Some(act)))
+}
+
 /// Headers of every answer carrying tokens or identities (RFC 6749 §5.1).
 pub fn no_store(mut b: HttpResponseBuilder) -> HttpResponseBuilder {
     b.insert_header((header::CACHE_CONTROL, "no-store")).insert_header((header::PRAGMA, "no-cache"));

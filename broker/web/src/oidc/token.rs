@@ -2,7 +2,7 @@
 //! `client_secret_basic` (RFC 6749 §2.3.1, §4.1.3), answered with an access token and
 //! an id_token; no refresh token.
 
-use super::{form_pairs, hs256_secret, json_error, no_store, Registered};
+use super::{form_pairs, hs256_secret, json_error, no_store, subject_and_act, Registered};
 use crate::AppState;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -10,7 +10,7 @@ use broker_core::oidc::authorize::verify_pkce;
 use broker_core::oidc::claims::{id_token_claims, sign_id_token, IdTokenInput};
 use broker_core::oidc::error::{ErrorCode, OAuthError};
 use broker_core::secret::Secret;
-use broker_core::{Demarche, Timestamp};
+use broker_core::Timestamp;
 use broker_store::oidc_state::{self, AccessGrant};
 use data_encoding::BASE64;
 use serde_json::json;
@@ -128,18 +128,20 @@ fn exchange(state: &AppState, creds: &Credentials, params: &[(String, String)]) 
     oidc_state::store_access_token_confirming(state.cache.as_ref(), &access_token, access, now, ACCESS_TOKEN_SECONDS, code)?;
     let alg = client.alg();
     let amr: Vec<&str> = grant.amr.iter().map(String::as_str).collect();
+    let (sub, act) = subject_and_act(state, &client.client, &grant.usager_sub, grant.aidant_id, grant.organisation_id)?;
     let claims = id_token_claims(&IdTokenInput {
         issuer: &state.issuer,
         client_id: &client.client.client_id,
-        sub: &grant.usager_sub,
+        sub: &sub,
         nonce: &grant.nonce,
         auth_time: Timestamp::from_micros(grant.auth_time),
         now,
         lifetime_seconds: ID_TOKEN_SECONDS,
         amr: &amr,
-        rep_scope: if grant.rep_scope_requested { Demarche::from_key(&grant.demarche) } else { None },
+        rep_scope: grant.rep_scope.as_deref(),
         access_token: &access_token,
         alg,
+        act: act.as_ref(),
     });
     let secret = hs256_secret(state, &client.client)?;
     let id_token = sign_id_token(&claims, alg, &state.signing.keys(), secret.as_deref(), now).map_err(OAuthError::internal)?;

@@ -3,7 +3,7 @@
 //! identity once, after checking again that the autorisation is active; the disclosure
 //! is journaled (`autorisation_used`) in the transaction that marks the token used.
 
-use super::{hs256_secret, no_store, Registered};
+use super::{hs256_secret, no_store, subject_and_act, Registered};
 use crate::AppState;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -65,6 +65,11 @@ fn answer(state: &AppState, token: &str) -> Result<Answer, OAuthError> {
     let Some(grant) = oidc_state::find_access_token(cache, token, now).map_err(OAuthError::internal)? else {
         return Ok(Answer::Refused("Jeton inconnu, expiré ou révoqué."));
     };
+    // What this client is told about who, worked out before the token is spent.
+    let Some(registered) = state.clients.get(&state.db, &grant.client_id).map_err(OAuthError::internal)? else {
+        return Ok(Answer::Refused("Ce service en ligne n'est plus autorisé."));
+    };
+    let (sub, act) = subject_and_act(state, &registered, &grant.usager_sub, grant.aidant_id, grant.organisation_id)?;
     let hash = oidc_state::token_hash(token);
     let (identity, client) = match idp::disclose(&state.db, &state.clients, &hash, &grant, now).map_err(OAuthError::internal)? {
         Disclosure::Identity(found) => {
@@ -80,7 +85,8 @@ fn answer(state: &AppState, token: &str) -> Result<Answer, OAuthError> {
     };
     // The token has served: its row in the database refuses any other use.
     let scopes: Vec<Scope> = grant.scopes.iter().filter_map(|s| Scope::parse(s)).collect();
-    let claims = userinfo_claims(&grant.usager_sub, &identity, &scopes);
+    let mut claims = userinfo_claims(&sub, &identity, &scopes);
+    broker_core::oidc::subject::insert_act(&mut claims, act);
     match UserinfoFormat::parse(&client.client.userinfo_format) {
         Ok(UserinfoFormat::Jwt) => {
             let secret = hs256_secret(state, &client.client)?;
