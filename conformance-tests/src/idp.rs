@@ -101,6 +101,13 @@ impl Idp {
 
     /// `n` brokers sharing storage, keys, cache prefix and issuer (the first one's).
     pub fn start_instances(backend: Backend, n: usize) -> Idp {
+        Idp::start_with_env(backend, n, |_, _| None)
+    }
+
+    /// The same, with the environment of the brokers and of the CLI changed before
+    /// anything starts: `edit(name, value)` returns a replacement value, or `None` to keep
+    /// it (e.g. DATABASE_URL and REDIS_URL sent through a [`crate::proxy::Proxy`]).
+    pub fn start_with_env(backend: Backend, n: usize, edit: impl Fn(&str, &str) -> Option<String>) -> Idp {
         let work = tempfile::tempdir().unwrap();
         let outbox = work.path().join("outbox");
         let clock_file = work.path().join("clock-offset");
@@ -123,6 +130,11 @@ impl Idp {
                 Some(t)
             }
         };
+        for (k, v) in env.iter_mut() {
+            if let Some(new) = edit(k, v) {
+                *v = new;
+            }
+        }
         let mut brokers: Vec<Broker> = Vec::new();
         for _ in 0..n {
             let mut e: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -628,6 +640,30 @@ impl Browser {
         }
         let res = req.call().unwrap_or_else(|e| panic!("GET {url}: {e}"));
         self.page(res)
+    }
+
+    /// GETs every target at the same moment, each request carrying the cookies held now
+    /// (as a browser's tabs do), then keeps the cookies of every answer, in order.
+    pub fn get_all_at_once(&mut self, targets: &[String]) -> Vec<Page> {
+        let cookies = self.cookie_header();
+        let urls: Vec<String> = targets.iter().map(|t| self.route(t)).collect();
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(urls.len()));
+        let handles: Vec<_> = urls
+            .into_iter()
+            .map(|url| {
+                let (cookies, barrier) = (cookies.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    let mut req = Self::agent().get(&url);
+                    if let Some(c) = &cookies {
+                        req = req.header("Cookie", c);
+                    }
+                    barrier.wait();
+                    req.call().unwrap_or_else(|e| panic!("GET {url}: {e}"))
+                })
+            })
+            .collect();
+        let answers: Vec<_> = handles.into_iter().map(|h| h.join().expect("request thread")).collect();
+        answers.into_iter().map(|res| self.page(res)).collect()
     }
 
     pub fn post(&mut self, target: &str, form: &[(&str, &str)]) -> Page {

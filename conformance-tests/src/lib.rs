@@ -4,6 +4,7 @@
 
 pub mod fc;
 pub mod idp;
+pub mod proxy;
 
 use std::io::Read;
 use std::net::TcpListener;

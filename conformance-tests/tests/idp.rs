@@ -1048,3 +1048,44 @@ on_both_backends! {
         }
     }
 }
+
+on_both_backends! {
+    /// A code presented by another registered client (with its own valid credentials) is
+    /// `invalid_grant` and is not spent: the client it was issued to still redeems it.
+    fn a_code_presented_by_another_client_is_refused_and_not_spent(b) {
+        let w = world(b);
+        let core = Core::discover(&w.idp, &w.idp.client("ES256", "json"));
+        let other = Core::discover(&w.idp, &w.idp.client("ES256", "json"));
+        let mut br = w.idp.browser();
+        let (req, code) = authorize_to_code(&w, &core, &mut br, Some(&["argent"]), false, None);
+        assert_token_refused(other.exchange(&code), "invalid_grant", 400);
+        assert_token_refused(other.exchange_basic(&code), "invalid_grant", 400);
+        let tokens = core.exchange(&code).unwrap_or_else(|e| panic!("the rightful client lost its code: {e:?}"));
+        let claims = check_id_token(&core, &tokens, &req.nonce, &w.usager);
+        let info = core.userinfo(tokens.access_token(), claims.subject()).unwrap_or_else(|r| panic!("{} {}", r.status, r.text()));
+        check_identity(&info, &w.usager);
+        assert_token_refused(core.exchange(&code), "invalid_grant", 400);
+    }
+}
+
+on_both_backends! {
+    /// Ten authorizations started at the same moment in one signed-in browser (a session
+    /// that has never started a flow): every flow stays usable and ends with its code.
+    fn simultaneous_authorizations_in_one_browser_all_stay_usable(b) {
+        let w = world(b);
+        let core = Core::discover(&w.idp, &w.idp.client("ES256", "json"));
+        let mut br = w.idp.browser();
+        w.idp.sign_in(&mut br, &w.aidant, "/connexion");
+        let requests: Vec<_> = (0..10).map(|_| core.auth_request(Some(&["argent"]))).collect();
+        let targets: Vec<String> = requests.iter().map(|r| r.url.to_string()).collect();
+        let starts = br.get_all_at_once(&targets);
+        let flows: Vec<String> = starts.iter().map(|p| p.flow().unwrap_or_else(|| panic!("no flow: {:?} {}", p.location, p.body))).collect();
+        for (req, flow) in requests.iter().zip(&flows) {
+            let (page, _) = w.idp.open_flow(&mut br, &w.aidant, flow);
+            assert_eq!(page.status, 200, "flow {flow} lost: {:?} {}", page.location, page.body);
+            let cb = w.idp.pick_usager(&mut br, flow, &page, &w.usager).callback().expect("a code for every flow");
+            let code = code_of(&cb, &req.state, w.idp.issuer());
+            core.exchange(&code).unwrap_or_else(|e| panic!("{e:?}"));
+        }
+    }
+}

@@ -11,6 +11,35 @@ fn invalid(msg: impl Into<String>) -> Invalid {
     Invalid(msg.into())
 }
 
+/// The longest identifier the service ever issues or accepts (client ids, key ids, flow
+/// ids, filter values naming one of them).
+pub const IDENTIFIER_MAX: usize = 128;
+
+/// An identifier as callers may send one: 1 to [`IDENTIFIER_MAX`] visible ASCII
+/// characters. Anything else (a NUL byte, a control character, a space, non-ASCII, an
+/// overlong value) names nothing the service knows, and never reaches a database.
+pub fn is_identifier(v: &str) -> bool {
+    (1..=IDENTIFIER_MAX).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// The most bytes of a caller-controlled value that a log line carries.
+pub const LOG_VALUE_MAX: usize = 256;
+
+/// A caller-controlled value as a log line may carry it: at most [`LOG_VALUE_MAX`]
+/// bytes (cut on a character boundary, `…` appended), control characters escaped.
+pub fn log_value(v: &str) -> String {
+    let mut out = String::new();
+    for c in v.chars() {
+        let piece: String = if c.is_control() { c.escape_default().collect() } else { c.to_string() };
+        if out.len() + piece.len() > LOG_VALUE_MAX {
+            out.push('…');
+            break;
+        }
+        out.push_str(&piece);
+    }
+    out
+}
+
 /// Checks an e-mail address and returns it lower-cased (addresses are matched
 /// case-insensitively everywhere in the service).
 pub fn email(raw: &str) -> Result<String, Invalid> {
@@ -112,6 +141,24 @@ pub fn redirect_uri(raw: &str) -> Result<String, Invalid> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn identifiers_are_short_visible_ascii() {
+        for ok in ["demo-service", "0123456789abcdef0123456789abcdef", "a", &"x".repeat(IDENTIFIER_MAX)] {
+            assert!(is_identifier(ok), "{ok}");
+        }
+        for bad in ["", "a\0b", "a b", "é", "a\nb", "a\u{7f}", &"x".repeat(IDENTIFIER_MAX + 1)] {
+            assert!(!is_identifier(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn log_values_are_bounded_and_escaped() {
+        assert_eq!(log_value("https://rp.exemple/cb"), "https://rp.exemple/cb");
+        assert_eq!(log_value("a\0b\r\n"), "a\\u{0}b\\r\\n");
+        let long = log_value(&"é".repeat(30_000));
+        assert!(long.len() <= LOG_VALUE_MAX + 3 && long.ends_with('…'), "{}", long.len());
+    }
 
     #[test]
     fn emails_are_lowercased_and_malformed_ones_refused() {

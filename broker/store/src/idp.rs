@@ -15,8 +15,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-/// An active client by its id (exact match).
+/// An active client by its id (exact match). A value that cannot be an identifier (a
+/// NUL byte, a control character, overlong…) names no client and is not looked up.
 pub fn find_client(db: &Db, client_id: &str) -> Result<Option<Client>, StoreError> {
+    if !broker_core::validate::is_identifier(client_id) {
+        return Ok(None);
+    }
     db.read(|c| {
         Ok(oidc_clients::table
             .filter(oidc_clients::client_id.eq(client_id))

@@ -2,21 +2,24 @@
 //! in-process): authorization codes and access tokens.
 //!
 //! - **Hashed at rest.** A code or an access token is 32 random bytes, base64url without
-//!   padding (43 characters), handed out once; the cache only ever sees its SHA-256 (hex)
-//!   in a key (`oidc:code:<hash>`, `oidc:at:<hash>`), never the value itself.
+//!   padding (43 characters), handed out once; the cache only ever sees a SHA-256 (hex)
+//!   in a key (`oidc:code:<hash>`, `oidc:at:<hash>`), never the value itself. A code's
+//!   hash covers the client it was issued to as well ([`code_hash`]): the code exists
+//!   only for that client.
 //! - **Codes live at most [`MAX_CODE_TTL_SECONDS`]** (a larger `ttl_seconds` is clamped)
 //!   and are **single use**: [`redeem_code`] consumes the code with the cache's atomic
 //!   `take` (`GETDEL` on Redis), so of several concurrent redemptions exactly one gets the
 //!   grant. Expiry is also checked against the caller's clock (`now`), so that a test or
 //!   a slow request cannot use a code past its `expires_at` even while the cache entry
 //!   still lives.
-//! - **Every redemption attempt burns the code**, including one that then fails on the
-//!   client, the `redirect_uri` or the clock: the code is taken before it is checked.
-//!   RFC 6749 §4.1.2 says a code must not be used more than once, and §10.5 that it must
-//!   not be usable by anyone else; an attacker who guesses or steals a code and presents
-//!   it with the wrong client therefore destroys it, and the legitimate client's
-//!   redemption then fails with `invalid_grant`. The aidant starts the flow again: a
-//!   failed sign-in is better than a code that survives being presented by someone else.
+//! - **A code presented by another client is refused and stays whole.** Since the key
+//!   is made of the client and the code, another registered client looking it up finds
+//!   nothing: `invalid_grant`, and the rightful client still redeems it (RFC 6749 §10.5:
+//!   a code must not be usable by anyone else). The check and the consumption are one
+//!   atomic step, the key lookup itself.
+//! - **Every redemption attempt by the rightful client burns the code**, including one
+//!   that then fails on the `redirect_uri` or the clock: the code is taken before it is
+//!   checked (RFC 6749 §4.1.2: a code is used once).
 //! - **Replay revokes** (RFC 6749 §4.1.2: "If an authorization code is used more than
 //!   once, the authorization server MUST deny the request and SHOULD revoke (when
 //!   possible) all tokens previously issued based on that authorization code"). Once a
@@ -160,10 +163,20 @@ impl From<GrantError> for OAuthError {
     }
 }
 
-/// SHA-256 (hex) of a code or an access token: what the cache keys are made of, and what
+/// SHA-256 (hex) of an access token: what its cache key is made of, and what
 /// [`record_issued`] expects.
 pub fn token_hash(token: &str) -> String {
     sha256_hex(token.as_bytes())
+}
+
+/// SHA-256 (hex) of the client id, a NUL and the code: a code's cache keys (the code,
+/// its tombstone, its replay marker) exist for the client it was issued to only.
+pub fn code_hash(client_id: &str, code: &str) -> String {
+    let mut bytes = Vec::with_capacity(client_id.len() + 1 + code.len());
+    bytes.extend_from_slice(client_id.as_bytes());
+    bytes.push(0);
+    bytes.extend_from_slice(code.as_bytes());
+    sha256_hex(&bytes)
 }
 
 /// 32 random bytes, base64url without padding.
@@ -210,7 +223,7 @@ pub fn issue_code(
     grant.expires_at = now.plus_seconds(ttl as i64).micros();
     let code = new_token();
     cache.put(
-        &format!("{CODE_PREFIX}{}", token_hash(&code)),
+        &format!("{CODE_PREFIX}{}", code_hash(&grant.client_id, &code)),
         &encode(&grant)?,
         Duration::from_secs(ttl),
     )?;
@@ -273,7 +286,7 @@ pub fn store_access_token_confirming(
 ) -> Result<(), GrantError> {
     let ttl = ttl_seconds.clamp(1, MAX_ACCESS_TOKEN_TTL_SECONDS);
     grant.expires_at = now.plus_seconds(ttl as i64).micros();
-    let hash = token_hash(code);
+    let hash = code_hash(&grant.client_id, code);
     let replay = cache.put_then_get(
         &format!("{ACCESS_TOKEN_PREFIX}{}", token_hash(token)),
         &encode(&grant)?,
@@ -289,8 +302,8 @@ pub fn store_access_token_confirming(
 
 /// After [`store_access_token`]: if a replay of `code` was seen meanwhile, revokes what
 /// the code issued and answers [`GrantError::Replayed`].
-pub fn confirm_not_replayed(cache: &dyn Cache, code: &str) -> Result<(), GrantError> {
-    let hash = token_hash(code);
+pub fn confirm_not_replayed(cache: &dyn Cache, client_id: &str, code: &str) -> Result<(), GrantError> {
+    let hash = code_hash(client_id, code);
     if cache.get(&format!("{REPLAY_PREFIX}{hash}"))?.is_some() {
         revoke_by_hash(cache, &hash)?;
         return Err(GrantError::Replayed);
@@ -306,7 +319,7 @@ fn redeem_listing(
     now: Timestamp,
     issued: Vec<String>,
 ) -> Result<CodeGrant, GrantError> {
-    let hash = token_hash(code);
+    let hash = code_hash(client_id, code);
     // The code is consumed and its tombstone written at once: from then on any other
     // attempt is a replay.
     let tombstone = encode(&issued)?;
@@ -342,10 +355,11 @@ fn redeem_listing(
 /// (answer `invalid_grant`).
 pub fn record_issued(
     cache: &dyn Cache,
+    client_id: &str,
     code: &str,
     access_token_hash: &str,
 ) -> Result<(), GrantError> {
-    let hash = token_hash(code);
+    let hash = code_hash(client_id, code);
     let key = format!("{TOMBSTONE_PREFIX}{hash}");
     // Only the single redeemer of a code writes its tombstone, so this
     // read-modify-write has no concurrent writer.
@@ -364,8 +378,8 @@ pub fn record_issued(
 
 /// Revokes every access token recorded as issued from `code`; returns how many were
 /// listed. [`redeem_code`] calls it on a replay.
-pub fn revoke_tokens_of_code(cache: &dyn Cache, code: &str) -> Result<usize, CacheError> {
-    revoke_by_hash(cache, &token_hash(code))
+pub fn revoke_tokens_of_code(cache: &dyn Cache, client_id: &str, code: &str) -> Result<usize, CacheError> {
+    revoke_by_hash(cache, &code_hash(client_id, code))
 }
 
 fn revoke_by_hash(cache: &dyn Cache, code_hash: &str) -> Result<usize, CacheError> {

@@ -7,7 +7,7 @@ use broker_store::cache::{Cache, CacheError, InProcess, Redis};
 use broker_store::oidc_state::{
     confirm_not_replayed, redeem_code_for_token, store_access_token,
     find_access_token, issue_access_token, issue_code, record_issued, redeem_code,
-    revoke_access_token, revoke_tokens_of_code, token_hash, AccessGrant, CodeGrant, GrantError,
+    revoke_access_token, revoke_tokens_of_code, token_hash, code_hash, AccessGrant, CodeGrant, GrantError,
     MAX_ACCESS_TOKEN_TTL_SECONDS, MAX_CODE_TTL_SECONDS,
 };
 use std::sync::{Arc, Mutex};
@@ -230,7 +230,7 @@ fn a_replay_revokes_the_access_tokens_issued_from_the_code() {
         let code = issue_code(&*c, grant(), now(), 60).unwrap();
         let g = redeem_code(&*c, &code, CLIENT, REDIRECT, now().plus_seconds(2)).unwrap();
         let at = issue_access_token(&*c, access_grant(&g), now().plus_seconds(2), 60).unwrap();
-        record_issued(&*c, &code, &token_hash(&at)).unwrap();
+        record_issued(&*c, CLIENT, &code, &token_hash(&at)).unwrap();
         assert!(
             find_access_token(&*c, &at, now().plus_seconds(3))
                 .unwrap()
@@ -243,7 +243,7 @@ fn a_replay_revokes_the_access_tokens_issued_from_the_code() {
         let og = redeem_code(&*c, &other_code, CLIENT, REDIRECT, now().plus_seconds(2)).unwrap();
         let other_at =
             issue_access_token(&*c, access_grant(&og), now().plus_seconds(2), 60).unwrap();
-        record_issued(&*c, &other_code, &token_hash(&other_at)).unwrap();
+        record_issued(&*c, CLIENT, &other_code, &token_hash(&other_at)).unwrap();
 
         assert_eq!(
             redeem_code(&*c, &code, CLIENT, REDIRECT, now().plus_seconds(4)),
@@ -263,14 +263,14 @@ fn a_replay_revokes_the_access_tokens_issued_from_the_code() {
         );
 
         // Explicit revocation is idempotent.
-        assert_eq!(revoke_tokens_of_code(&*c, &other_code).unwrap(), 1, "{k}");
+        assert_eq!(revoke_tokens_of_code(&*c, CLIENT, &other_code).unwrap(), 1, "{k}");
         assert_eq!(
             find_access_token(&*c, &other_at, now().plus_seconds(5)).unwrap(),
             None,
             "{k}"
         );
         assert_eq!(
-            revoke_tokens_of_code(&*c, "never-issued").unwrap(),
+            revoke_tokens_of_code(&*c, CLIENT, "never-issued").unwrap(),
             0,
             "{k}"
         );
@@ -291,7 +291,7 @@ fn a_replay_seen_before_the_token_is_recorded_still_revokes_it() {
         );
         let at = issue_access_token(&*c, access_grant(&g), now().plus_seconds(1), 60).unwrap();
         assert_eq!(
-            record_issued(&*c, &code, &token_hash(&at)),
+            record_issued(&*c, CLIENT, &code, &token_hash(&at)),
             Err(GrantError::Replayed),
             "{k}"
         );
@@ -352,20 +352,20 @@ fn a_code_disappears_from_the_cache_after_its_ttl() {
 }
 
 #[test]
-fn a_client_or_redirect_mismatch_is_refused_and_burns_the_code() {
+fn another_client_is_refused_without_spending_the_code_and_a_redirect_mismatch_burns_it() {
     for (c, _) in caches() {
         let k = c.kind();
         let code = issue_code(&*c, grant(), now(), 60).unwrap();
-        assert_eq!(
-            redeem_code(&*c, &code, "attacker", REDIRECT, now()),
-            Err(GrantError::ClientMismatch),
-            "{k}"
-        );
-        assert_eq!(
-            redeem_code(&*c, &code, CLIENT, REDIRECT, now()),
-            Err(GrantError::Replayed),
-            "{k}: the attacker's attempt consumed the code (RFC 6749 §4.1.2: never reusable)"
-        );
+        for other in ["attacker", "franceconnect-cor", &format!("{CLIENT}x")] {
+            assert_eq!(
+                redeem_code(&*c, &code, other, REDIRECT, now()),
+                Err(GrantError::Unknown),
+                "{k}: another registered client presenting the code gets invalid_grant"
+            );
+        }
+        let got = redeem_code(&*c, &code, CLIENT, REDIRECT, now().plus_seconds(1));
+        assert_eq!(got.map(|g| g.client_id), Ok(CLIENT.to_owned()), "{k}: the rightful client still redeems it");
+        assert_eq!(redeem_code(&*c, &code, CLIENT, REDIRECT, now().plus_seconds(2)), Err(GrantError::Replayed), "{k}");
 
         for wrong in [
             "https://core.fc.test/api/v2/oidc-callback/",
@@ -387,12 +387,6 @@ fn a_client_or_redirect_mismatch_is_refused_and_burns_the_code() {
                 "{k}: {wrong:?}"
             );
         }
-        let code = issue_code(&*c, grant(), now(), 60).unwrap();
-        assert_eq!(
-            redeem_code(&*c, &code, "franceconnect-cor", REDIRECT, now()),
-            Err(GrantError::ClientMismatch),
-            "{k}"
-        );
     }
 }
 
@@ -451,18 +445,22 @@ fn codes_and_tokens_are_stored_only_hashed() {
         let live_code = issue_code(&spy, grant(), now(), 60).unwrap();
         let g = redeem_code(&spy, &code, CLIENT, REDIRECT, now()).unwrap();
         let at = issue_access_token(&spy, access_grant(&g), now(), 60).unwrap();
-        record_issued(&spy, &code, &token_hash(&at)).unwrap();
+        record_issued(&spy, CLIENT, &code, &token_hash(&at)).unwrap();
         assert!(find_access_token(&spy, &at, now()).unwrap().is_some());
 
         for secret in [&code, &live_code, &at] {
             assert!(!spy.saw(secret), "{k}: a raw secret reached the cache");
-            assert!(spy.saw(&token_hash(secret)), "{k}: keyed by the SHA-256");
+        }
+        assert!(spy.saw(&token_hash(&at)), "{k}: an access token keyed by its SHA-256");
+        for code in [&code, &live_code] {
+            assert!(spy.saw(&code_hash(CLIENT, code)), "{k}: a code keyed by the SHA-256 of its client and itself");
+            assert!(!spy.saw(&token_hash(code)), "{k}");
         }
         if let Some(prefix) = prefix {
             let dump = redis_dump(&prefix);
             let keys: Vec<&str> = dump.iter().map(|(key, _, _)| key.as_str()).collect();
             assert!(
-                keys.contains(&format!("{prefix}oidc:code:{}", token_hash(&live_code)).as_str()),
+                keys.contains(&format!("{prefix}oidc:code:{}", code_hash(CLIENT, &live_code)).as_str()),
                 "{keys:?}"
             );
             assert!(
@@ -470,7 +468,7 @@ fn codes_and_tokens_are_stored_only_hashed() {
                 "{keys:?}"
             );
             assert!(
-                keys.contains(&format!("{prefix}oidc:code-used:{}", token_hash(&code)).as_str()),
+                keys.contains(&format!("{prefix}oidc:code-used:{}", code_hash(CLIENT, &code)).as_str()),
                 "{keys:?}"
             );
             for (key, value, ttl) in &dump {
@@ -602,7 +600,7 @@ fn the_token_endpoint_path_revokes_its_token_on_a_replay_before_or_after_storing
         let code = issue_code(&*c, grant(), now(), 60).unwrap();
         let (g, at) = redeem_code_for_token(&*c, &code, CLIENT, REDIRECT, t).unwrap();
         store_access_token(&*c, &at, access_grant(&g), t, 60).unwrap();
-        assert_eq!(confirm_not_replayed(&*c, &code), Ok(()), "{k}");
+        assert_eq!(confirm_not_replayed(&*c, CLIENT, &code), Ok(()), "{k}");
         assert!(find_access_token(&*c, &at, t).unwrap().is_some(), "{k}");
         assert_eq!(redeem_code(&*c, &code, CLIENT, REDIRECT, t), Err(GrantError::Replayed), "{k}");
         assert_eq!(find_access_token(&*c, &at, t).unwrap(), None, "{k}: revoked by the replay");
@@ -612,7 +610,7 @@ fn the_token_endpoint_path_revokes_its_token_on_a_replay_before_or_after_storing
         let (g, at) = redeem_code_for_token(&*c, &code, CLIENT, REDIRECT, t).unwrap();
         assert_eq!(redeem_code(&*c, &code, CLIENT, REDIRECT, t), Err(GrantError::Replayed), "{k}");
         store_access_token(&*c, &at, access_grant(&g), t, 60).unwrap();
-        assert_eq!(confirm_not_replayed(&*c, &code), Err(GrantError::Replayed), "{k}");
+        assert_eq!(confirm_not_replayed(&*c, CLIENT, &code), Err(GrantError::Replayed), "{k}");
         assert_eq!(find_access_token(&*c, &at, t).unwrap(), None, "{k}");
     }
 }

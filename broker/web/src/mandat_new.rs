@@ -274,7 +274,7 @@ pub async fn submit(state: web::Data<AppState>, session: Session, body: web::For
 
 /// Keeps the choices with a message for the form, and goes back to it.
 fn back_to_form(session: &Session, mut d: Draft, detail: &str, title: &str, message: &str) -> HttpResponse {
-    tracing::warn!(detail = %detail, "FranceConnect identification failed");
+    tracing::warn!(detail = %broker_core::validate::log_value(detail), "FranceConnect identification failed");
     d.usager = None;
     d.erreur = Some((title.to_owned(), message.to_owned()));
     match keep(session, &d) {

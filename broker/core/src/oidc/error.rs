@@ -159,8 +159,10 @@ impl OAuthError {
         Self::new(ErrorCode::ServerError, GENERIC_SERVER_ERROR).with_detail(detail)
     }
 
+    /// The detail is bounded ([`crate::validate::log_value`]): it may quote a caller's
+    /// input, and a log line never carries more than a few hundred bytes of it.
     pub fn with_detail(mut self, detail: impl fmt::Display) -> Self {
-        self.detail = Some(detail.to_string());
+        self.detail = Some(crate::validate::log_value(&detail.to_string()));
         self
     }
 

@@ -2,15 +2,20 @@
 //! usager, pick the démarche, then the single-use code goes back to the client.
 //!
 //! A validated request becomes a *flow*, kept in the cache for [`FLOW_SECONDS`] under a
-//! random id and bound to the browser that started it (a random value in its session,
-//! of which the flow keeps the hash). Every step checks the flow, the binding, the
-//! aidant and the autorisation again at that instant.
+//! random id and bound to the browser that started it: a random value in a cookie of
+//! that flow alone (`ac_flux_<id>`, path `/autorisation/<id>`, HttpOnly, SameSite=Lax),
+//! of which the flow keeps the hash. Each flow has its own cookie, so flows started at
+//! the same moment in one browser never overwrite each other's binding (a value kept in
+//! the session would be: concurrent requests each write the whole session, the last one
+//! wins). Every step checks the flow, the binding, the aidant and the autorisation again
+//! at that instant.
 
 use super::{form_pairs, Registered};
 use crate::guard::{self, SignedIn};
 use crate::pages::{self, Header};
 use crate::AppState;
 use actix_session::Session;
+use actix_web::cookie::{time::Duration as CookieDuration, Cookie, SameSite};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
@@ -30,8 +35,8 @@ pub const FLOW_SECONDS: i64 = 300;
 /// Codes live 60 seconds at most.
 pub const CODE_SECONDS: u64 = 60;
 
-const K_FLOW_BINDING: &str = "flow_binding";
 const FLOW_PREFIX: &str = "oidc:flow:";
+const FLOW_COOKIE_PREFIX: &str = "ac_flux_";
 
 /// A validated authorization request in progress.
 #[derive(Serialize, Deserialize, Clone)]
@@ -69,17 +74,31 @@ fn flow_key(id: &str) -> String {
     format!("{FLOW_PREFIX}{}", sha256_hex(id.as_bytes()))
 }
 
-fn binding(session: &Session) -> Option<String> {
-    session.get::<String>(K_FLOW_BINDING).ok().flatten()
+/// The cookie binding flow `id` to the browser that started it (`value`), or its
+/// removal (`None`) once the flow is over.
+fn flow_cookie(id: &str, value: Option<&str>, secure: bool) -> Cookie<'static> {
+    let mut c = Cookie::build(format!("{FLOW_COOKIE_PREFIX}{id}"), value.unwrap_or("").to_owned())
+        .path(format!("/autorisation/{id}"))
+        .http_only(true)
+        .secure(secure)
+        .same_site(SameSite::Lax)
+        .finish();
+    match value {
+        Some(_) => c.set_max_age(CookieDuration::seconds(FLOW_SECONDS)),
+        None => c.make_removal(),
+    }
+    c
 }
 
-fn ensure_binding(session: &Session) -> Result<String, HttpResponse> {
-    if let Some(b) = binding(session) {
-        return Ok(b);
-    }
-    let b = hex::encode(random_bytes::<32>());
-    session.insert(K_FLOW_BINDING, &b).map_err(|_| pages::server_error())?;
-    Ok(b)
+/// This browser's binding value for flow `id`, if it has one.
+fn binding(req: &HttpRequest, id: &str) -> Option<String> {
+    req.cookie(&format!("{FLOW_COOKIE_PREFIX}{id}")).map(|c| c.value().to_owned())
+}
+
+/// `res` with the flow's cookie removed (the flow is over).
+fn ending_flow(mut res: HttpResponse, state: &AppState, id: &str) -> HttpResponse {
+    let _ = res.add_cookie(&flow_cookie(id, None, !state.development));
+    res
 }
 
 fn expired_page() -> HttpResponse {
@@ -91,8 +110,14 @@ fn expired_page() -> HttpResponse {
 }
 
 fn oauth_error_page(e: &OAuthError) -> HttpResponse {
+    // A caller's mistake (unknown client, unregistered redirect_uri) is not the
+    // service's failure: info; only a failure of the service is an error.
     if let Some(d) = &e.detail {
-        tracing::error!(error = %e.code, detail = %d, "authorize failed");
+        if e.http_status() >= 500 {
+            tracing::error!(error = %e.code, detail = %d, "authorize failed");
+        } else {
+            tracing::info!(error = %e.code, detail = %d, "authorization request refused");
+        }
     }
     let (title, message) = match e.code {
         ErrorCode::ServerError => (
@@ -155,10 +180,7 @@ async fn start(params: Vec<(String, String)>, state: web::Data<AppState>, sessio
             Err(_) => pages::server_error(),
         };
     }
-    let b = match ensure_binding(&session) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
+    let b = hex::encode(random_bytes::<32>());
     let flow = new_flow(request, client_name, now, &b);
     let id = hex::encode(random_bytes::<16>());
     let bytes = match serde_json::to_vec(&flow) {
@@ -169,7 +191,11 @@ async fn start(params: Vec<(String, String)>, state: web::Data<AppState>, sessio
         tracing::error!(error = %e, "flow not stored");
         return pages::server_error();
     }
-    guard::see_other(&format!("/autorisation/{id}"))
+    let mut res = guard::see_other(&format!("/autorisation/{id}"));
+    if res.add_cookie(&flow_cookie(&id, Some(&b), !state.development)).is_err() {
+        return pages::server_error();
+    }
+    res
 }
 
 fn new_flow(r: AuthorizeRequest, client_name: String, now: Timestamp, binding: &str) -> Flow {
@@ -190,7 +216,7 @@ fn new_flow(r: AuthorizeRequest, client_name: String, now: Timestamp, binding: &
 }
 
 /// The flow of this browser, if it is still live.
-fn load_flow(state: &AppState, session: &Session, id: &str) -> Result<Flow, HttpResponse> {
+fn load_flow(state: &AppState, req: &HttpRequest, id: &str) -> Result<Flow, HttpResponse> {
     if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(expired_page());
     }
@@ -203,7 +229,7 @@ fn load_flow(state: &AppState, session: &Session, id: &str) -> Result<Flow, Http
         }
     };
     let flow: Flow = serde_json::from_slice(&bytes).map_err(|_| pages::server_error())?;
-    let bound = binding(session).is_some_and(|b| broker_core::secret::constant_time_eq(sha256_hex(b.as_bytes()).as_bytes(), flow.binding.as_bytes()));
+    let bound = binding(req, id).is_some_and(|b| broker_core::secret::constant_time_eq(sha256_hex(b.as_bytes()).as_bytes(), flow.binding.as_bytes()));
     if !bound || state.clock.now() >= flow.expires_at() {
         return Err(expired_page());
     }
@@ -268,15 +294,15 @@ async fn actor(state: &web::Data<AppState>, session: &Session, id: &str, flow: &
 }
 
 /// The live flow of this browser and who acts in it, checked again.
-async fn step(state: &web::Data<AppState>, session: &Session, id: &str) -> Result<(Flow, Actor), HttpResponse> {
-    let flow = load_flow(state, session, id)?;
+async fn step(state: &web::Data<AppState>, req: &HttpRequest, session: &Session, id: &str) -> Result<(Flow, Actor), HttpResponse> {
+    let flow = load_flow(state, req, id)?;
     let actor = actor(state, session, id, &flow).await?;
     Ok((flow, actor))
 }
 
 /// [`step`] at the démarche stage: also the usager picked and their autorisations now.
-async fn demarche_step(state: &web::Data<AppState>, session: &Session, id: &str) -> Result<(Flow, Actor, i64, Vec<ActiveAutorisation>), HttpResponse> {
-    let (flow, actor) = step(state, session, id).await?;
+async fn demarche_step(state: &web::Data<AppState>, req: &HttpRequest, session: &Session, id: &str) -> Result<(Flow, Actor, i64, Vec<ActiveAutorisation>), HttpResponse> {
+    let (flow, actor) = step(state, req, session, id).await?;
     let Some(usager_id) = flow.usager_id else {
         return Err(guard::see_other(&format!("/autorisation/{id}")));
     };
@@ -342,9 +368,9 @@ pub struct SearchQuery {
     q: Option<String>,
 }
 
-pub async fn choose_usager(path: web::Path<String>, q: web::Query<SearchQuery>, state: web::Data<AppState>, session: Session) -> HttpResponse {
+pub async fn choose_usager(req: HttpRequest, path: web::Path<String>, q: web::Query<SearchQuery>, state: web::Data<AppState>, session: Session) -> HttpResponse {
     let id = path.into_inner();
-    let (flow, actor) = match step(&state, &session, &id).await {
+    let (flow, actor) = match step(&state, &req, &session, &id).await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -393,12 +419,12 @@ async fn usager_autorisations(state: &web::Data<AppState>, actor: &Actor, usager
 
 const NO_LONGER: &str = "Cet usager n'a plus de mandat actif pour ces démarches avec votre structure. Choisissez un autre usager, ou créez un nouveau mandat.";
 
-pub async fn pick_usager(path: web::Path<String>, form: web::Form<UsagerForm>, state: web::Data<AppState>, session: Session) -> HttpResponse {
+pub async fn pick_usager(req: HttpRequest, path: web::Path<String>, form: web::Form<UsagerForm>, state: web::Data<AppState>, session: Session) -> HttpResponse {
     if !guard::csrf_ok(&session, &form.csrf) {
         return guard::csrf_refused();
     }
     let id = path.into_inner();
-    let (mut flow, actor) = match step(&state, &session, &id).await {
+    let (mut flow, actor) = match step(&state, &req, &session, &id).await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -434,9 +460,9 @@ async fn usager_name(state: &web::Data<AppState>, actor: &Actor, usager_id: i64)
         .unwrap_or_default()
 }
 
-pub async fn choose_demarche(path: web::Path<String>, state: web::Data<AppState>, session: Session) -> HttpResponse {
+pub async fn choose_demarche(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>, session: Session) -> HttpResponse {
     let id = path.into_inner();
-    let (flow, actor, usager_id, auts) = match demarche_step(&state, &session, &id).await {
+    let (flow, actor, usager_id, auts) = match demarche_step(&state, &req, &session, &id).await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -458,12 +484,12 @@ pub struct DemarcheForm {
     demarche: String,
 }
 
-pub async fn pick_demarche(path: web::Path<String>, form: web::Form<DemarcheForm>, state: web::Data<AppState>, session: Session) -> HttpResponse {
+pub async fn pick_demarche(req: HttpRequest, path: web::Path<String>, form: web::Form<DemarcheForm>, state: web::Data<AppState>, session: Session) -> HttpResponse {
     if !guard::csrf_ok(&session, &form.csrf) {
         return guard::csrf_refused();
     }
     let id = path.into_inner();
-    let (flow, actor, usager_id, auts) = match demarche_step(&state, &session, &id).await {
+    let (flow, actor, usager_id, auts) = match demarche_step(&state, &req, &session, &id).await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -521,7 +547,7 @@ async fn issue(state: &web::Data<AppState>, session: &Session, id: &str, flow: &
     };
     let Ok(mut url) = url::Url::parse(&flow.redirect_uri) else { return pages::server_error() };
     url.query_pairs_mut().append_pair("code", &code).append_pair("state", &flow.state).append_pair("iss", &state.issuer);
-    guard::see_other(url.as_str())
+    ending_flow(guard::see_other(url.as_str()), state, id)
 }
 
 #[derive(Deserialize)]
@@ -529,12 +555,12 @@ pub struct CsrfForm {
     csrf: String,
 }
 
-pub async fn cancel(path: web::Path<String>, form: web::Form<CsrfForm>, state: web::Data<AppState>, session: Session) -> HttpResponse {
+pub async fn cancel(req: HttpRequest, path: web::Path<String>, form: web::Form<CsrfForm>, state: web::Data<AppState>, session: Session) -> HttpResponse {
     if !guard::csrf_ok(&session, &form.csrf) {
         return guard::csrf_refused();
     }
     let id = path.into_inner();
-    let flow = match load_flow(&state, &session, &id) {
+    let flow = match load_flow(&state, &req, &id) {
         Ok(f) => f,
         Err(r) => return r,
     };
@@ -542,7 +568,7 @@ pub async fn cancel(path: web::Path<String>, form: web::Form<CsrfForm>, state: w
         tracing::error!(error = %e, "flow not ended");
         return pages::server_error();
     }
-    flow.redirect(&state.issuer, OAuthError::new(ErrorCode::AccessDenied, "L'aidant a annulé la connexion."))
+    ending_flow(flow.redirect(&state.issuer, OAuthError::new(ErrorCode::AccessDenied, "L'aidant a annulé la connexion.")), &state, &id)
 }
 
 #[cfg(test)]
