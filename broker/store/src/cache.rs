@@ -28,6 +28,16 @@ pub trait Cache: Send + Sync {
     fn delete(&self, key: &str) -> Result<(), CacheError>;
     fn ping(&self) -> Result<(), CacheError>;
     fn kind(&self) -> &'static str;
+    /// Whether the cache could not be reached a moment ago (calls then fail at once).
+    fn unreachable(&self) -> bool {
+        false
+    }
+
+    /// A round trip whatever happened before; a cache that fails fast after a failure
+    /// ([`Cache::unreachable`]) opens or closes its breaker from the outcome.
+    fn probe(&self) -> Result<(), CacheError> {
+        self.ping()
+    }
 
     /// [`Cache::take`], and when a value was taken, `put(mark_key, mark, ttl)`: one round
     /// trip (and atomic) on Redis.
@@ -130,7 +140,11 @@ impl Cache for InProcess {
 pub struct Redis {
     pool: r2d2::Pool<redis::Client>,
     prefix: String,
+    breaker: crate::breaker::Breaker,
 }
+
+/// How long a call waits for a Redis connection before the cache counts as unreachable.
+pub const REDIS_CONNECTION_WAIT: Duration = Duration::from_secs(1);
 
 impl Redis {
     /// Connects lazily: an unreachable server makes calls fail, not start-up.
@@ -139,20 +153,40 @@ impl Redis {
         let pool = r2d2::Pool::builder()
             .max_size(16)
             .min_idle(Some(0))
-            .connection_timeout(Duration::from_secs(2))
+            .connection_timeout(REDIS_CONNECTION_WAIT)
             // No PING before every command: a broken connection fails its command and
             // is dropped by the pool (`has_broken`).
             .test_on_check_out(false)
             .build_unchecked(client);
-        Ok(Self { pool, prefix: prefix.to_owned() })
+        Ok(Self { pool, prefix: prefix.to_owned(), breaker: crate::breaker::Breaker::new(crate::db::UNREACHABLE_WINDOW) })
     }
 
     fn conn(&self) -> Result<r2d2::PooledConnection<redis::Client>, CacheError> {
-        self.pool.get().map_err(|e| CacheError(e.to_string()))
+        if self.breaker.is_open() {
+            return Err(CacheError("cache injoignable (nouvel essai dans un instant)".into()));
+        }
+        match self.pool.get() {
+            Ok(c) => {
+                self.breaker.close();
+                Ok(c)
+            }
+            Err(e) => {
+                self.breaker.trip();
+                Err(CacheError(e.to_string()))
+            }
+        }
     }
 
     fn k(&self, key: &str) -> String {
         format!("{}{}", self.prefix, key)
+    }
+
+    /// A command that failed because the server went away opens the breaker.
+    fn failed(&self, e: redis::RedisError) -> CacheError {
+        if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() {
+            self.breaker.trip();
+        }
+        e.into()
     }
 }
 
@@ -163,24 +197,24 @@ fn ttl_ms(ttl: Duration) -> u64 {
 impl Cache for Redis {
     fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), CacheError> {
         let mut c = self.conn()?;
-        redis::cmd("SET").arg(self.k(key)).arg(value).arg("PX").arg(ttl_ms(ttl)).query::<()>(&mut *c)?;
+        redis::cmd("SET").arg(self.k(key)).arg(value).arg("PX").arg(ttl_ms(ttl)).query::<()>(&mut *c).map_err(|e| self.failed(e))?;
         Ok(())
     }
 
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
         let mut c = self.conn()?;
-        Ok(redis::cmd("GET").arg(self.k(key)).query(&mut *c)?)
+        Ok(redis::cmd("GET").arg(self.k(key)).query(&mut *c).map_err(|e| self.failed(e))?)
     }
 
     fn replace(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, CacheError> {
         let mut c = self.conn()?;
-        let done: Option<String> = redis::cmd("SET").arg(self.k(key)).arg(value).arg("PX").arg(ttl_ms(ttl)).arg("XX").query(&mut *c)?;
+        let done: Option<String> = redis::cmd("SET").arg(self.k(key)).arg(value).arg("PX").arg(ttl_ms(ttl)).arg("XX").query(&mut *c).map_err(|e| self.failed(e))?;
         Ok(done.is_some())
     }
 
     fn take(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
         let mut c = self.conn()?;
-        Ok(redis::cmd("GETDEL").arg(self.k(key)).query(&mut *c)?)
+        Ok(redis::cmd("GETDEL").arg(self.k(key)).query(&mut *c).map_err(|e| self.failed(e))?)
     }
 
     fn incr(&self, key: &str, ttl: Duration) -> Result<i64, CacheError> {
@@ -190,24 +224,40 @@ impl Cache for Redis {
             .atomic()
             .cmd("INCR").arg(&k)
             .cmd("PEXPIRE").arg(&k).arg(ttl_ms(ttl)).arg("NX").ignore()
-            .query(&mut *c)?;
+            .query(&mut *c).map_err(|e| self.failed(e))?;
         Ok(n)
     }
 
     fn delete(&self, key: &str) -> Result<(), CacheError> {
         let mut c = self.conn()?;
-        redis::cmd("DEL").arg(self.k(key)).query::<()>(&mut *c)?;
+        redis::cmd("DEL").arg(self.k(key)).query::<()>(&mut *c).map_err(|e| self.failed(e))?;
         Ok(())
     }
 
     fn ping(&self) -> Result<(), CacheError> {
         let mut c = self.conn()?;
-        let pong: String = redis::cmd("PING").query(&mut *c)?;
+        let pong: String = redis::cmd("PING").query(&mut *c).map_err(|e| self.failed(e))?;
         if pong == "PONG" { Ok(()) } else { Err(CacheError(format!("réponse inattendue : {pong}"))) }
     }
 
     fn kind(&self) -> &'static str {
         "redis"
+    }
+
+    fn unreachable(&self) -> bool {
+        self.breaker.is_open()
+    }
+
+    fn probe(&self) -> Result<(), CacheError> {
+        let outcome = self.pool.get().map_err(|e| CacheError(e.to_string())).and_then(|mut c| {
+            let pong: String = redis::cmd("PING").query(&mut *c).map_err(|e| self.failed(e))?;
+            if pong == "PONG" { Ok(()) } else { Err(CacheError(format!("réponse inattendue : {pong}"))) }
+        });
+        match &outcome {
+            Ok(()) => self.breaker.close(),
+            Err(_) => self.breaker.trip(),
+        }
+        outcome
     }
 
     fn take_and_mark(&self, key: &str, mark_key: &str, mark: &[u8], ttl: Duration) -> Result<Option<Vec<u8>>, CacheError> {
@@ -219,7 +269,7 @@ impl Cache for Redis {
             .arg(self.k(mark_key))
             .arg(mark)
             .arg(ttl_ms(ttl))
-            .query(&mut *c)?)
+            .query(&mut *c).map_err(|e| self.failed(e))?)
     }
 
     fn put_then_get(&self, put_key: &str, value: &[u8], ttl: Duration, get_key: &str) -> Result<Option<Vec<u8>>, CacheError> {
@@ -227,7 +277,7 @@ impl Cache for Redis {
         let (v,): (Option<Vec<u8>>,) = redis::pipe()
             .cmd("SET").arg(self.k(put_key)).arg(value).arg("PX").arg(ttl_ms(ttl)).ignore()
             .cmd("GET").arg(self.k(get_key))
-            .query(&mut *c)?;
+            .query(&mut *c).map_err(|e| self.failed(e))?;
         Ok(v)
     }
 }

@@ -137,7 +137,14 @@ pub struct Db {
     pool: Pool,
     url: DatabaseUrl,
     sequencer: Option<Arc<SequencerHandle>>,
+    /// Fails calls at once for a moment after the database could not be reached.
+    breaker: Arc<crate::breaker::Breaker>,
 }
+
+/// How long a call waits for a connection before the database counts as unreachable.
+pub const CONNECTION_WAIT: Duration = Duration::from_secs(2);
+/// How long calls then fail at once ([`crate::breaker`]).
+pub const UNREACHABLE_WINDOW: Duration = Duration::from_secs(2);
 
 impl Db {
     /// Opens the pool. Nothing is migrated here: see [`Db::migrate`].
@@ -153,7 +160,7 @@ impl Db {
             .build(Manager(url.clone()))
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let sequencer = (url.backend == Backend::Postgres).then(|| Arc::new(SequencerHandle::start(pool.clone())));
-        Ok(Self { pool, url: url.clone(), sequencer })
+        Ok(Self { pool, url: url.clone(), sequencer, breaker: Arc::new(crate::breaker::Breaker::new(UNREACHABLE_WINDOW)) })
     }
 
     /// Also sequence, every second, entries left pending by another process that
@@ -180,14 +187,49 @@ impl Db {
         &self.url
     }
 
+    /// A connection from the pool, waiting [`CONNECTION_WAIT`] at most; none at all for a
+    /// moment after the database could not be reached ([`Db::unreachable`]).
     pub fn conn(&self) -> Result<PooledConnection, StoreError> {
-        self.pool.get().map_err(|e| StoreError::Unavailable(e.to_string()))
+        if self.breaker.is_open() {
+            return Err(StoreError::Unavailable("base de données injoignable (nouvel essai dans un instant)".into()));
+        }
+        match self.pool.get_timeout(CONNECTION_WAIT) {
+            Ok(c) => {
+                self.breaker.close();
+                Ok(c)
+            }
+            Err(e) => {
+                self.breaker.trip();
+                Err(StoreError::Unavailable(e.to_string()))
+            }
+        }
     }
 
-    /// A cheap round trip, for readiness checks.
+    /// Whether the database could not be reached a moment ago (calls fail at once).
+    pub fn unreachable(&self) -> bool {
+        self.breaker.is_open()
+    }
+
+    /// A cheap round trip, for readiness checks (fails at once while [`Db::unreachable`]).
     pub fn ping(&self) -> Result<(), StoreError> {
-        let mut c = self.pool.get_timeout(Duration::from_secs(2)).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let mut c = self.conn()?;
         c.ping().map_err(StoreError::from)
+    }
+
+    /// A round trip whatever the breaker says, which then opens or closes it: a server's
+    /// background check keeps [`Db::unreachable`] true while the database is down, and
+    /// false again as soon as it answers.
+    pub fn probe(&self) -> Result<(), StoreError> {
+        let outcome = self
+            .pool
+            .get_timeout(CONNECTION_WAIT)
+            .map_err(|e| StoreError::Unavailable(e.to_string()))
+            .and_then(|mut c| c.ping().map_err(StoreError::from));
+        match &outcome {
+            Ok(()) => self.breaker.close(),
+            Err(_) => self.breaker.trip(),
+        }
+        outcome
     }
 
     /// Applies pending migrations, each in its own transaction. Refuses to run on a
@@ -206,7 +248,7 @@ impl Db {
         let out = write_tx(&mut c, f);
         let wrote_pending = crate::journal::take_wrote_pending();
         drop(c);
-        let v = out?;
+        let v = self.noting_lost_connection(out)?;
         if let (true, Some(s)) = (wrote_pending, &self.sequencer) {
             s.seq.notify();
         }
@@ -233,7 +275,18 @@ impl Db {
     /// Runs `f` on a connection, outside any explicit transaction.
     pub fn read<T>(&self, f: impl FnOnce(&mut AnyConnection) -> Result<T, StoreError>) -> Result<T, StoreError> {
         let mut c = self.conn()?;
-        f(&mut c)
+        let out = f(&mut c);
+        self.noting_lost_connection(out)
+    }
+
+    /// A call that lost its connection (the server went away under it) opens the
+    /// breaker, like a connection that could not be made.
+    fn noting_lost_connection<T>(&self, out: Result<T, StoreError>) -> Result<T, StoreError> {
+        use diesel::result::{DatabaseErrorKind, Error};
+        if let Err(StoreError::Database(Error::DatabaseError(DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand, _))) = &out {
+            self.breaker.trip();
+        }
+        out
     }
 }
 

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod attestations;
 pub mod audit;
 pub mod auth;
+pub mod breaker;
 pub mod cache;
 pub mod checkpoints;
 pub mod db;

@@ -130,7 +130,12 @@ impl Criteria {
             Action::from_key(a).ok_or_else(|| format!("action inconnue : {a}"))?;
             f.action = Some(a.to_owned());
         }
-        f.client = blank(&self.client).map(str::to_owned);
+        if let Some(client) = blank(&self.client) {
+            if !broker_core::validate::is_identifier(client) {
+                return Err("client : identifiant de client invalide (caractères visibles, 128 au plus)".into());
+            }
+            f.client = Some(client.to_owned());
+        }
         if let Some(d) = blank(&self.du) {
             f.from = Some(day_start(d).ok_or("du : une date AAAA-MM-JJ est attendue")?);
         }

@@ -4,7 +4,8 @@
 
 use crate::guard::{self, SignedIn, K_CEREMONY};
 use crate::pages::{self, render};
-use crate::signin::{client_ip, is_locked, record_failure};
+use crate::signin::client_ip;
+use crate::throttle::{self, Attempt};
 use crate::AppState;
 use actix_session::Session;
 use actix_web::http::StatusCode;
@@ -238,7 +239,8 @@ pub async fn assertion_finish(state: web::Data<AppState>, session: Session, req:
     let credential = body.credential;
     let outcome = web::block(move || -> Result<Option<i64>, StoreError> {
         let now = st.clock.now();
-        if is_locked(&st, None, &ip)? {
+        let attempt = Attempt::Key { ip: ip.clone() };
+        if throttle::is_locked(&st, &attempt)? {
             return Ok(None);
         }
         let checked = (|| {
@@ -255,7 +257,7 @@ pub async fn assertion_finish(state: web::Data<AppState>, session: Session, req:
             Some((aidant, done))
         })();
         let Some((aidant, done)) = checked else {
-            record_failure(&st, None, &ip)?;
+            throttle::record_failure(&st, &attempt)?;
             return Ok(None);
         };
         keys::mark_used(&st.db, &done.credential_id, done.updated_passkey_json.as_deref(), now)?;
@@ -272,7 +274,13 @@ pub async fn assertion_finish(state: web::Data<AppState>, session: Session, req:
         Ok(Ok(Some(aidant_id))) => {
             let done = if reauth { guard::mark_fresh(&session, now, guard::AMR_KEY) } else { guard::sign_in(&session, aidant_id, now, guard::AMR_KEY) };
             match done {
-                Ok(()) => HttpResponse::Ok().json(json!({ "redirect": guard::safe_next(body.suite.as_deref()) })),
+                Ok(()) => {
+                    let mut res = HttpResponse::Ok().json(json!({ "redirect": guard::safe_next(body.suite.as_deref()) }));
+                    if !reauth {
+                        let _ = res.add_cookie(&throttle::recognised_browser_cookie(&state, aidant_id));
+                    }
+                    res
+                }
                 Err(_) => json_error(StatusCode::SERVICE_UNAVAILABLE, "Le service est momentanément indisponible. Réessayez."),
             }
         }

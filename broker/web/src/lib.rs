@@ -20,12 +20,13 @@ pub mod referent_stats;
 pub mod referent_totp;
 pub mod session_store;
 pub mod signin;
+pub mod throttle;
 pub mod usager_space;
 pub mod usagers;
 
 use actix_session::config::BrowserSession;
 use actix_session::SessionMiddleware;
-use actix_web::body::MessageBody;
+use actix_web::body::{BoxBody, MessageBody};
 use actix_web::cookie::{time, Key, SameSite};
 use actix_web::dev::{Service, ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderValue};
@@ -146,6 +147,60 @@ fn add_security_headers<B>(res: &mut ServiceResponse<B>, development: bool) {
     }
 }
 
+/// Paths answered in JSON (or another machine format): their errors stay in that format,
+/// never an HTML page.
+fn machine_endpoint(path: &str) -> bool {
+    const EXACT: &[&str] = &["/token", "/userinfo", "/jwks", "/healthz", "/readyz", "/audit/api", "/audit/export.csv", "/audit/export.jsonl"];
+    EXACT.contains(&path)
+        || path.starts_with("/.well-known/")
+        || path.starts_with("/journal/")
+        || path.ends_with("/options")
+        || matches!(path, "/connexion/cle" | "/reauthentification/cle" | "/espace/securite/cles")
+}
+
+/// What a request gets when a part the service needs (the database, the cache) cannot
+/// be reached: a DSFR page "Service momentanément indisponible" (503, `Retry-After`), or
+/// for a machine endpoint a JSON error `temporarily_unavailable` (503).
+pub fn unavailable(path: &str) -> HttpResponse {
+    let mut res = if machine_endpoint(path) {
+        HttpResponse::ServiceUnavailable().insert_header(("Cache-Control", "no-store")).json(serde_json::json!({
+            "error": "temporarily_unavailable",
+            "error_description": "Le service est momentanément indisponible. Réessayez dans quelques instants.",
+        }))
+    } else {
+        pages::error_page(
+            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            "Service momentanément indisponible",
+            "Aidants Connect ne peut pas traiter votre demande pour le moment. Rien n'a été perdu de ce que vous aviez déjà enregistré. Réessayez dans quelques minutes ; si le problème dure, prévenez votre référent.",
+        )
+    };
+    res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
+    res
+}
+
+/// Whether the database or the cache could not be reached a moment ago.
+fn storage_unreachable(state: Option<&web::Data<AppState>>) -> bool {
+    state.is_some_and(|s| s.db.unreachable() || s.cache.unreachable())
+}
+
+/// A page (not a machine endpoint, not a static file).
+fn is_page(path: &str) -> bool {
+    !machine_endpoint(path) && !path.starts_with("/static/")
+}
+
+/// While storage is unreachable, a page becomes the unavailable page: any answer to a
+/// safe request (a GET that found no session because the cache is down must not send
+/// the browser to the sign-in form), and any failure of another one.
+fn settle(res: ServiceResponse<BoxBody>, state: Option<&web::Data<AppState>>) -> ServiceResponse<BoxBody> {
+    let safe = matches!(*res.request().method(), actix_web::http::Method::GET | actix_web::http::Method::HEAD);
+    if is_page(res.request().path()) && (safe || res.status().is_server_error()) && storage_unreachable(state) {
+        let (req, _) = res.into_parts();
+        let path = req.path().to_owned();
+        return ServiceResponse::new(req, unavailable(&path));
+    }
+    res
+}
+
 /// The whole application: routes, sessions, security headers and request logs. Request
 /// logs carry method, path (never the query string, which may hold codes or tokens),
 /// status and duration only.
@@ -173,10 +228,21 @@ pub fn app(
         .wrap_fn(move |req, srv| {
             let started = Instant::now();
             let method = req.method().to_string();
-            let path = req.path().to_owned();
-            let fut = srv.call(req);
+            let path = broker_core::validate::log_value(req.path());
+            let state = req.app_data::<web::Data<AppState>>().cloned();
+            // While the database or the cache is known to be down, a page answers at once
+            // that the service is unavailable, instead of failing step by step.
+            let call = if is_page(req.path()) && storage_unreachable(state.as_ref()) {
+                let p = req.path().to_owned();
+                Err(req.into_response(unavailable(&p)))
+            } else {
+                Ok(srv.call(req))
+            };
             async move {
-                let mut res = fut.await?;
+                let mut res = match call {
+                    Err(early) => early.map_into_boxed_body(),
+                    Ok(fut) => settle(fut.await?.map_into_boxed_body(), state.as_ref()),
+                };
                 add_security_headers(&mut res, development);
                 tracing::info!(
                     target: "http",
@@ -211,10 +277,35 @@ async fn end_sessions_of_deactivated(
     next.call(req).await
 }
 
+/// Checks the database and the cache every second in the background, so that while one
+/// is down every page says so at once, and service resumes within a second of its return
+/// (see `broker_store::breaker`).
+fn watch_storage(state: web::Data<AppState>) {
+    let spawned = std::thread::Builder::new().name("storage-watch".into()).spawn(move || {
+        let (mut db_was_up, mut cache_was_up) = (true, true);
+        loop {
+            let db_up = state.db.probe().is_ok();
+            let cache_up = state.cache.probe().is_ok();
+            if db_up != db_was_up {
+                if db_up { tracing::warn!("database reachable again") } else { tracing::error!("database unreachable") }
+            }
+            if cache_up != cache_was_up {
+                if cache_up { tracing::warn!("cache reachable again") } else { tracing::error!("cache unreachable") }
+            }
+            (db_was_up, cache_was_up) = (db_up, cache_up);
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "storage watch not started");
+    }
+}
+
 /// Runs the HTTP server until it is stopped.
 pub async fn serve(state: AppState, opts: ServeOptions) -> std::io::Result<()> {
     let issuer = state.issuer.clone();
     let data = web::Data::new(state);
+    watch_storage(data.clone());
     let assets = opts.assets_dir.clone();
     let key = opts.session_key;
     let extra = opts.extra.clone();

@@ -10,7 +10,7 @@
 use crate::franceconnect::{callback_error, store_pending, take_pending, FcError, SESSION_KEY as FC_PENDING_KEY};
 use crate::guard::{self, SignedIn};
 use crate::pages::{self, render_with, server_side, DemarcheView, Header};
-use crate::signin::{client_ip, reauthenticate_totp};
+use crate::signin::reauthenticate_totp;
 use crate::AppState;
 use actix_session::Session;
 use actix_web::http::StatusCode;
@@ -467,8 +467,8 @@ pub struct ConfirmForm {
 /// Checks the TOTP code typed on the summary; journaled like a re-authentication.
 async fn verify_code(state: &web::Data<AppState>, req: &HttpRequest, aidant_id: i64, code: String) -> Result<bool, HttpResponse> {
     let st = state.clone();
-    let ip = client_ip(state, req);
-    let result = web::block(move || reauthenticate_totp(&st, aidant_id, &code, &ip)).await;
+    let _ = req;
+    let result = web::block(move || reauthenticate_totp(&st, aidant_id, &code)).await;
     server_side(result, "second factor check failed").map(|ok| ok == Some(true))
 }
 

@@ -1,6 +1,11 @@
 //! Server-side sessions for actix-session, kept in the broker's short-lived state cache
 //! (Redis when configured, in-process otherwise). The cookie holds only a random key;
 //! the cache key is its SHA-256, so a cache dump reveals no usable session key.
+//!
+//! A cache that cannot be reached never fails the request here: the session reads as
+//! empty and is not written, and the application's outer layer, which knows the cache
+//! is down, answers the "service momentanément indisponible" page with every security
+//! header (an error from this layer would reach the client as a bare 500).
 
 use actix_session::storage::{LoadError, SaveError, SessionKey, SessionStore, UpdateError};
 use actix_web::cookie::time::Duration;
@@ -39,7 +44,13 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, anyhow::Error
 impl SessionStore for CacheSessionStore {
     async fn load(&self, session_key: &SessionKey) -> Result<Option<HashMap<String, String>>, LoadError> {
         let (cache, key) = (self.cache.clone(), cache_key(session_key));
-        let raw = blocking(move || Ok(cache.get(&key)?)).await.map_err(LoadError::Other)?;
+        let raw = match blocking(move || Ok(cache.get(&key)?)).await {
+            Ok(raw) => raw,
+            Err(e) => {
+                tracing::warn!(error = %e, "session not read: cache unreachable");
+                return Ok(None);
+            }
+        };
         match raw {
             None => Ok(None),
             Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| LoadError::Deserialization(e.into())),
@@ -50,7 +61,9 @@ impl SessionStore for CacheSessionStore {
         let body = serde_json::to_vec(&state).map_err(|e| SaveError::Serialization(e.into()))?;
         let key = new_key();
         let (cache, ck, ttl) = (self.cache.clone(), cache_key(&key), std_ttl(ttl));
-        blocking(move || Ok(cache.put(&ck, &body, ttl)?)).await.map_err(SaveError::Other)?;
+        if let Err(e) = blocking(move || Ok(cache.put(&ck, &body, ttl)?)).await {
+            tracing::warn!(error = %e, "session not written: cache unreachable");
+        }
         Ok(key)
     }
 
@@ -60,7 +73,13 @@ impl SessionStore for CacheSessionStore {
     async fn update(&self, session_key: SessionKey, state: HashMap<String, String>, ttl: &Duration) -> Result<SessionKey, UpdateError> {
         let body = serde_json::to_vec(&state).map_err(|e| UpdateError::Serialization(e.into()))?;
         let (cache, ck, std) = (self.cache.clone(), cache_key(&session_key), std_ttl(ttl));
-        let replaced = blocking(move || Ok(cache.replace(&ck, &body, std)?)).await.map_err(UpdateError::Other)?;
+        let replaced = match blocking(move || Ok(cache.replace(&ck, &body, std)?)).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "session not written: cache unreachable");
+                return Ok(session_key);
+            }
+        };
         if replaced {
             return Ok(session_key);
         }
@@ -69,13 +88,17 @@ impl SessionStore for CacheSessionStore {
 
     async fn update_ttl(&self, session_key: &SessionKey, ttl: &Duration) -> Result<(), anyhow::Error> {
         let (cache, ck, ttl) = (self.cache.clone(), cache_key(session_key), std_ttl(ttl));
-        blocking(move || {
+        let refreshed = blocking(move || {
             if let Some(v) = cache.get(&ck)? {
                 cache.replace(&ck, &v, ttl)?;
             }
             Ok(())
         })
-        .await
+        .await;
+        if let Err(e) = refreshed {
+            tracing::warn!(error = %e, "session not refreshed: cache unreachable");
+        }
+        Ok(())
     }
 
     async fn delete(&self, session_key: &SessionKey) -> Result<(), anyhow::Error> {

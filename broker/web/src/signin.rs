@@ -2,12 +2,13 @@
 //! re-authentication for sensitive actions.
 //!
 //! Every failure shows the same text, whether the e-mail is unknown, the aidant
-//! deactivated, or the code wrong or already used. Failures are counted per e-mail and
-//! per IP address; too many lock the sign-in for a while.
+//! deactivated, or the code wrong or already used. Failures are counted and bounded by
+//! [`crate::throttle`], so that a stranger cannot lock the aidant out.
 
 use crate::guard::{self, SignedIn, K_LINK_BINDING};
 use crate::mail::Message;
 use crate::pages::{self, render, server_side};
+use crate::throttle::{self, Attempt};
 use crate::AppState;
 use actix_session::Session;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -23,9 +24,6 @@ pub const GENERIC_FAILURE: &str = "L'adresse e-mail ou le code est incorrect. V�
 pub const LINK_FAILURE: &str = "Ce lien de connexion n'est pas valable : il a expiré, il a déjà servi, ou il a été demandé depuis un autre navigateur. Recommencez la connexion depuis ce navigateur.";
 pub const LOCKED: &str = "Trop de tentatives de connexion ont échoué. Pour votre sécurité, la connexion est bloquée pendant 15 minutes : réessayez après ce délai.";
 pub const LINK_TTL_SECONDS: i64 = 300;
-pub const LOCK_AFTER: i64 = 5;
-pub const LOCK_AFTER_PER_IP: i64 = 30;
-pub const LOCK_MINUTES: u64 = 15;
 
 #[derive(Template)]
 #[template(path = "signin.html")]
@@ -96,14 +94,6 @@ fn link_key(token: &str) -> String {
     format!("signin-link:{}", sha256_hex(token.as_bytes()))
 }
 
-fn email_key(email: &str) -> String {
-    format!("signin-fail:email:{}", sha256_hex(email.trim().to_lowercase().as_bytes()))
-}
-
-fn ip_key(ip: &str) -> String {
-    format!("signin-fail:ip:{}", sha256_hex(ip.as_bytes()))
-}
-
 /// The client's address, for rate limits: from the proxy's headers when the broker is
 /// configured to be behind one (they could be forged otherwise), from the socket if not.
 pub fn client_ip(state: &AppState, req: &HttpRequest) -> String {
@@ -116,47 +106,6 @@ pub fn client_ip(state: &AppState, req: &HttpRequest) -> String {
         }
     }
     req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default()
-}
-
-fn lock_window() -> Duration {
-    Duration::from_secs(LOCK_MINUTES * 60)
-}
-
-/// True when this e-mail (when there is one: a security key gives none) or this
-/// address has failed too often recently.
-pub fn is_locked(state: &AppState, email: Option<&str>, ip: &str) -> Result<bool, StoreError> {
-    let count = |k: &str| -> Result<i64, StoreError> {
-        Ok(state
-            .cache
-            .get(k)?
-            .and_then(|v| String::from_utf8(v).ok())
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0))
-    };
-    let by_email = match email {
-        Some(e) => count(&email_key(e))? >= LOCK_AFTER,
-        None => false,
-    };
-    Ok(by_email || count(&ip_key(ip))? >= LOCK_AFTER_PER_IP)
-}
-
-/// Counts a failure; journals the burst that locks an e-mail (with the aidant when the
-/// e-mail is theirs). Nothing of this reaches the person signing in.
-pub fn record_failure(state: &AppState, email: Option<&str>, ip: &str) -> Result<(), StoreError> {
-    state.cache.incr(&ip_key(ip), lock_window())?;
-    let Some(email) = email else { return Ok(()) };
-    let n = state.cache.incr(&email_key(email), lock_window())?;
-    if n == LOCK_AFTER {
-        let aidant = state.db.read(|c| auth::find_active_aidant(c, email))?;
-        state.db.write(|c| {
-            let mut e = Entry::new(Action::SigninLocked).detail("failures", n).detail("minutes", LOCK_MINUTES);
-            if let Some(a) = &aidant {
-                e = e.aidant(a.id).in_organisation(a.current_organisation_id);
-            }
-            journal::append(c, &[e])
-        })?;
-    }
-    Ok(())
 }
 
 enum Outcome {
@@ -172,22 +121,26 @@ pub async fn submit(state: web::Data<AppState>, session: Session, req: HttpReque
     let form = form.into_inner();
     let suite = guard::safe_next(form.suite.as_deref());
     let ip = client_ip(&state, &req);
+    let browsers = throttle::browser_cookies(&req);
     let binding = hex::encode(random_bytes::<32>());
     let st = state.clone();
     let (email, code, b, s) = (form.email.clone(), form.code.clone(), binding.clone(), suite.clone());
     let outcome = web::block(move || -> Result<Outcome, StoreError> {
         let now = st.clock.now();
-        if is_locked(&st, Some(&email), &ip)? {
+        let found = if broker_core::validate::email(&email).is_ok() { st.db.read(|c| auth::find_active_aidant(c, &email))? } else { None };
+        let browser = found.as_ref().and_then(|a| throttle::recognised_browser(&st, &browsers, a.id));
+        let attempt = Attempt::Code { email: email.clone(), ip: ip.clone(), browser };
+        if throttle::is_locked(&st, &attempt)? {
             return Ok(Outcome::Locked);
         }
-        let matched = match st.db.read(|c| auth::find_active_aidant(c, &email))? {
+        let matched = match found {
             Some(a) => auth::verify_totp(&st.db, &st.sealer, a.id, &code, now)?.map(|m| (a, m)),
             // The same read of devices (for an id no aidant has), so that an unknown or
             // deactivated address is not told apart by the time the answer takes.
             None => auth::verify_totp(&st.db, &st.sealer, 0, &code, now)?.and(None),
         };
         let Some((aidant, m)) = matched else {
-            record_failure(&st, Some(&email), &ip)?;
+            throttle::record_failure(&st, &attempt)?;
             return Ok(Outcome::Failed);
         };
         let token = hex::encode(random_bytes::<32>());
@@ -273,7 +226,11 @@ pub async fn link_confirm(state: web::Data<AppState>, session: Session, form: we
     .await;
     match server_side(result, "sign-in link failed") {
         Ok(Some((aidant_id, suite))) => match guard::sign_in(&session, aidant_id, state.clock.now(), guard::AMR_TOTP) {
-            Ok(()) => guard::see_other(&guard::safe_next(Some(&suite))),
+            Ok(()) => {
+                let mut res = guard::see_other(&guard::safe_next(Some(&suite)));
+                let _ = res.add_cookie(&throttle::recognised_browser_cookie(&state, aidant_id));
+                res
+            }
             Err(_) => pages::server_error(),
         },
         Ok(None) => pages::error_page(actix_web::http::StatusCode::BAD_REQUEST, "Lien de connexion non valable", LINK_FAILURE),
@@ -330,10 +287,11 @@ fn journal_totp(st: &AppState, action: Action, aidant: &Aidant, device: i64) -> 
 /// Checks the TOTP `code` of the aidant re-authenticating from `ip`: a success is
 /// journaled, a failure counted. `None` when the aidant is not active any more,
 /// `Some(false)` when the code is refused or the sign-in locked.
-pub(crate) fn reauthenticate_totp(st: &AppState, aidant_id: i64, code: &str, ip: &str) -> Result<Option<bool>, StoreError> {
+pub(crate) fn reauthenticate_totp(st: &AppState, aidant_id: i64, code: &str) -> Result<Option<bool>, StoreError> {
     let now = st.clock.now();
     let Some(aidant) = st.db.read(|c| auth::find_active_by_id(c, aidant_id))? else { return Ok(None) };
-    if is_locked(st, Some(&aidant.email), ip)? {
+    let attempt = Attempt::Reauthentication { aidant_id: aidant.id };
+    if throttle::is_locked(st, &attempt)? {
         return Ok(Some(false));
     }
     match auth::verify_totp(&st.db, &st.sealer, aidant.id, code, now)? {
@@ -342,13 +300,13 @@ pub(crate) fn reauthenticate_totp(st: &AppState, aidant_id: i64, code: &str, ip:
             Ok(Some(true))
         }
         None => {
-            record_failure(st, Some(&aidant.email), ip)?;
+            throttle::record_failure(st, &attempt)?;
             Ok(Some(false))
         }
     }
 }
 
-pub async fn reauth_submit(state: web::Data<AppState>, session: Session, req: HttpRequest, form: web::Form<ReauthForm>) -> HttpResponse {
+pub async fn reauth_submit(state: web::Data<AppState>, session: Session, form: web::Form<ReauthForm>) -> HttpResponse {
     if !guard::csrf_ok(&session, &form.csrf) {
         return guard::csrf_refused();
     }
@@ -359,8 +317,7 @@ pub async fn reauth_submit(state: web::Data<AppState>, session: Session, req: Ht
     };
     let st = state.clone();
     let code = form.code.clone();
-    let ip = client_ip(&state, &req);
-    let result = web::block(move || reauthenticate_totp(&st, who.aidant_id, &code, &ip)).await;
+    let result = web::block(move || reauthenticate_totp(&st, who.aidant_id, &code)).await;
     match server_side(result, "re-authentication failed") {
         Ok(Some(true)) => match guard::mark_fresh(&session, state.clock.now(), guard::AMR_TOTP) {
             Ok(()) => guard::see_other(&suite),

@@ -124,7 +124,8 @@ async fn repeated_failures_lock_the_email_and_are_journaled() {
         }
         let p = b.post(&app, "/connexion", &[("csrf", &csrf), ("email", &w.email), ("code", &w.code())]).await;
         assert!(p.shows(LOCKED), "{}: locked even with the right code", w.t.name());
-        assert!(w.smtp.received().is_empty());
+        let links = w.smtp.received().iter().filter(|m| m.find_link(&format!("{}/connexion/lien", common::ISSUER)).is_some()).count();
+        assert_eq!(links, 0, "no sign-in link while locked");
         let recs = broker_testkit::journal(&w.t.db, |c| journal::page(c, 0, 100)).unwrap();
         let lock = recs.iter().find(|r| r.action == "signin_locked").expect("lock journaled");
         assert_eq!(lock.aidant, Some(w.aidant_id));
@@ -195,7 +196,7 @@ async fn too_many_failures_from_one_address_lock_that_address_only() {
             .insert_header(("X-Forwarded-For", ip.to_owned()))
             .set_form([("csrf", csrf.as_str()), ("email", email), ("code", code)])
     };
-    for i in 0..broker_web::signin::LOCK_AFTER_PER_IP {
+    for i in 0..broker_web::throttle::PER_ADDRESS {
         let p = b.send(&app, from("203.0.113.7", &format!("inconnu{i}@exemple.fr"), "123456")).await;
         assert!(p.shows(GENERIC_FAILURE));
     }
@@ -209,4 +210,90 @@ async fn too_many_failures_from_one_address_lock_that_address_only() {
     assert!(p.shows(LOCKED), "Forwarded is not read");
     let p = b.send(&app, from("198.51.100.4", &w.email, &w.code())).await;
     assert!(p.shows("Consultez votre messagerie"), "another address is not");
+}
+
+#[actix_web::test]
+async fn failures_from_elsewhere_do_not_lock_the_aidant_out() {
+    use broker_web::throttle::{PER_EMAIL, PER_EMAIL_AND_ADDRESS};
+    for t in TestDb::both() {
+        let w = world(t);
+        let app = app!(w);
+        // The aidant works in two browsers where they signed in: both are recognised.
+        let mut own = sign_in(&w, &app).await;
+        w.clock.advance_seconds(30);
+        let mut working = sign_in(&w, &app).await;
+        let home = own.get(&app, "/espace").await;
+        own.post(&app, "/deconnexion", &[("csrf", &home.csrf())]).await;
+
+        // A stranger tries the aidant's e-mail from several addresses.
+        let wrong = if w.code() == "000000" { "111111".to_owned() } else { "000000".to_owned() };
+        let mut stranger = Browser::default();
+        let csrf = stranger.get(&app, "/connexion").await.csrf();
+        let try_from = |ip: &str, csrf: &str, code: &str| {
+            TestRequest::post()
+                .uri("/connexion")
+                .insert_header(("X-Forwarded-For", ip.to_owned()))
+                .set_form([("csrf", csrf), ("email", w.email.as_str()), ("code", code)])
+        };
+        let addresses = (PER_EMAIL / PER_EMAIL_AND_ADDRESS) as usize;
+        for i in 0..addresses {
+            let ip = format!("198.51.100.{}", i + 1);
+            for _ in 0..PER_EMAIL_AND_ADDRESS {
+                assert!(stranger.send(&app, try_from(&ip, &csrf, &wrong)).await.shows(GENERIC_FAILURE));
+            }
+            assert!(stranger.send(&app, try_from(&ip, &csrf, &w.code())).await.shows(LOCKED), "{}: that address is locked for this e-mail", w.t.name());
+        }
+        // The e-mail is now locked for browsers it never signed in with, from anywhere.
+        assert!(stranger.send(&app, try_from("203.0.113.50", &csrf, &w.code())).await.shows(LOCKED), "{}", w.t.name());
+        let mut new_browser = Browser::default();
+        let csrf_new = new_browser.get(&app, "/connexion").await.csrf();
+        assert!(new_browser.send(&app, try_from("203.0.113.51", &csrf_new, &w.code())).await.shows(LOCKED));
+
+        // The aidant at their own computer signs in, even behind the stranger's address.
+        w.clock.advance_seconds(30);
+        let form = own.get(&app, "/connexion").await;
+        let p = own.send(&app, try_from("198.51.100.1", &form.csrf(), &w.code())).await;
+        assert!(p.shows("Consultez votre messagerie"), "{}: the aidant's own browser is not locked out: {}", w.t.name(), p.body);
+
+        // A signed-in aidant's re-authentication (FranceConnect always asks for it) works too.
+        w.clock.advance_seconds(30);
+        let page = working.get(&app, "/reauthentification?suite=%2Fespace").await;
+        let done = working.post(&app, "/reauthentification", &[("csrf", &page.csrf()), ("code", &w.code()), ("suite", "/espace")]).await;
+        assert_eq!((done.status, done.location.as_deref()), (StatusCode::SEE_OTHER, Some("/espace")), "{}: {}", w.t.name(), done.body);
+
+        // The bursts are journaled, and the aidant was told once.
+        w.t.db.flush_journal();
+        let recs = broker_testkit::journal(&w.t.db, |c| journal::page(c, 0, 1000)).unwrap();
+        let locks: Vec<_> = recs.iter().filter(|r| r.action == "signin_locked").collect();
+        assert!(locks.iter().all(|r| r.aidant == Some(w.aidant_id)));
+        assert_eq!(locks.iter().filter(|r| r.details.contains(r#""scope":"email_et_adresse""#)).count(), addresses, "{}", w.t.name());
+        assert_eq!(locks.iter().filter(|r| r.details.contains(r#""scope":"email""#)).count(), 1);
+        let notices: Vec<_> = w.smtp.received().into_iter().filter(|m| m.subject().is_some_and(|s| s.contains("Tentatives de connexion"))).collect();
+        assert_eq!(notices.len(), 1, "{}: told once per window", w.t.name());
+        assert_eq!(notices[0].rcpt_to, vec![w.email.clone()]);
+        assert!(notices[0].body_text().contains("depuis un ordinateur ou un navigateur"));
+    }
+}
+
+#[actix_web::test]
+async fn re_authentication_has_its_own_bound() {
+    let w = world(TestDb::sqlite());
+    let app = app!(w);
+    let mut b = sign_in(&w, &app).await;
+    let wrong = if w.code() == "000000" { "111111".to_owned() } else { "000000".to_owned() };
+    let page = b.get(&app, "/reauthentification?suite=%2Fespace").await;
+    for _ in 0..broker_web::throttle::PER_REAUTHENTICATION {
+        let p = b.post(&app, "/reauthentification", &[("csrf", &page.csrf()), ("code", &wrong), ("suite", "/espace")]).await;
+        assert_eq!(p.status, StatusCode::OK);
+    }
+    w.clock.advance_seconds(30);
+    let p = b.post(&app, "/reauthentification", &[("csrf", &page.csrf()), ("code", &w.code()), ("suite", "/espace")]).await;
+    assert_eq!(p.status, StatusCode::OK, "guessing in a session is bounded too: {:?}", p.location);
+    assert!(p.shows("Le code est incorrect"));
+    // Sign-in from another browser is not affected by the session's failures.
+    w.clock.advance_seconds(30);
+    let mut other = Browser::default();
+    let form = other.get(&app, "/connexion").await;
+    let sent = other.post(&app, "/connexion", &[("csrf", &form.csrf()), ("email", &w.email), ("code", &w.code())]).await;
+    assert!(sent.shows("Consultez votre messagerie"), "{}", sent.body);
 }

@@ -13,9 +13,7 @@
 
 use super::claims::Map;
 use crate::client::SubjectType;
-use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
-use sha2::Sha256;
 
 /// The key of pairwise subjects.
 #[derive(Clone)]
@@ -41,13 +39,7 @@ impl PairwiseKey {
     }
 }
 
-fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
-    for p in parts {
-        mac.update(p);
-    }
-    mac.finalize().into_bytes().into()
-}
+use crate::secret::hmac_sha256 as hmac;
 
 /// How one client sees subjects.
 #[derive(Debug, Clone, Copy)]
