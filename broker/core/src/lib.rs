@@ -7,6 +7,7 @@
 //! The `store` crate applies these decisions; the `web` crate renders them.
 
 pub mod attestation;
+pub mod capability;
 pub mod checkpoint;
 pub mod client;
 pub mod demarche;

@@ -6,7 +6,9 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 
 /// A UTC instant with microsecond precision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// Serialised as microseconds since the Unix epoch (a JSON integer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
 pub struct Timestamp(i64);
 
 pub const MICROS_PER_DAY: i64 = 86_400 * 1_000_000;
