@@ -115,9 +115,15 @@ impl InOrganisation {
         self.organisation
     }
 
-    /// The démarches the organisation may do.
+    /// The démarches the organisation may do (or, once narrowed, the part of them a
+    /// request accepts).
     pub fn allowed(&self) -> &[Demarche] {
         &self.allowed
+    }
+
+    /// The same capability restricted to `demarches` (never widened).
+    pub fn narrowed(&self, demarches: &[Demarche]) -> InOrganisation {
+        InOrganisation { allowed: self.allowed.iter().copied().filter(|d| demarches.contains(d)).collect(), ..self.clone() }
     }
 }
 
@@ -252,7 +258,9 @@ mod tests {
         assert_eq!(ActingFor::check(&by, &mandat(1), Demarche::Social, t(100)), Err(Refusal::Revoked));
         // A démarche the mandat does not cover, or the organisation may not do.
         assert_eq!(ActingFor::check(&by, &mandat(1), Demarche::Justice, t(10)), Err(Refusal::NoAutorisation(Demarche::Justice)));
-        let narrow = InOrganisation::check(&aidant(Some(1)), &org(1, &[Demarche::Social])).unwrap();
+        let narrow = InOrganisation::check(&aidant(Some(1)), &org(1, &Demarche::ALL)).unwrap().narrowed(&[Demarche::Social, Demarche::Justice]);
+        assert_eq!(narrow.allowed(), [Demarche::Social, Demarche::Justice]);
+        assert_eq!(narrow.narrowed(&[Demarche::Social]).narrowed(&Demarche::ALL).allowed(), [Demarche::Social], "never widened");
         assert_eq!(ActingFor::check(&narrow, &mandat(1), Demarche::Argent, t(10)), Err(Refusal::DemarcheNotAllowed(Demarche::Argent)));
         // Checked again later against fresh facts.
         assert!(a.recheck(&by, &mandat(1), t(20)).is_ok());

@@ -4,5 +4,6 @@
 pub mod authorize;
 pub mod claims;
 pub mod error;
+pub mod grant;
 pub mod rep_scope;
 pub mod subject;
