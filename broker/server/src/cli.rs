@@ -765,7 +765,7 @@ fn mandat_cmd(cmd: MandatCmd, s: &Settings, json: bool) -> Result<(), Failure> {
             broker_core::validate::email(&aidant).map_err(|e| bad_input(e.0))?;
             let db = open_db(s)?;
             let (a, org) = acting_aidant(&db, &aidant)?;
-            broker_store::idp::usager_sub(&db, usager).map_err(|e| match e {
+            broker_store::idp::usager_sub(&db, broker_core::capability::UsagerId(usager)).map_err(|e| match e {
                 StoreError::NotFound(_) => bad_input(format!("usager inconnu : {usager}")),
                 other => other.into(),
             })?;

@@ -14,7 +14,7 @@ pub const KNOWN: &[(&str, &str, &str)] = &[
     ("AC_LISTEN", "127.0.0.1:8000", "address and port the HTTP server binds"),
     ("AC_KEYS_DIR", "keys", "directory of the key files"),
     ("AC_ASSETS_DIR", "node_modules/@gouvfr/dsfr/dist", "directory of the DSFR assets"),
-    ("AC_LOG", "info", "log filter (tracing EnvFilter syntax)"),
+    ("AC_LOG", "info,actix_http::h1::dispatcher=off", "log filter (tracing EnvFilter syntax); the HTTP layer's own lines about malformed requests, already answered 400 or 431, are off by default"),
     ("AC_LOG_FORMAT", "text in development, json in production", "text or json"),
     ("AC_WORKERS", "2", "HTTP worker threads"),
     ("AC_DB_POOL_SIZE", "10", "database connections per process"),
@@ -38,6 +38,10 @@ pub enum Env {
     Development,
     Production,
 }
+
+/// The default log filter: INFO, without the HTTP layer's lines about malformed requests
+/// (a caller's bytes, already answered 400 or 431, are not the service's errors).
+pub const DEFAULT_LOG: &str = "info,actix_http::h1::dispatcher=off";
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -175,7 +179,7 @@ impl Settings {
             listen: var("AC_LISTEN").unwrap_or_else(|| "127.0.0.1:8000".into()),
             keys_dir: var("AC_KEYS_DIR").unwrap_or_else(|| "keys".into()).into(),
             assets_dir: var("AC_ASSETS_DIR").unwrap_or_else(|| "node_modules/@gouvfr/dsfr/dist".into()).into(),
-            log: var("AC_LOG").unwrap_or_else(|| "info".into()),
+            log: var("AC_LOG").unwrap_or_else(|| DEFAULT_LOG.into()),
             log_json,
             workers: parse_num("AC_WORKERS", 2)?,
             db_pool_size: parse_num("AC_DB_POOL_SIZE", 10)?,

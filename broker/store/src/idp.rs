@@ -4,7 +4,9 @@
 
 use crate::admin::Client;
 use crate::journal;
-use crate::oidc_state::AccessGrant;
+use broker_core::capability::{ActingFor, AidantFacts, AidantId, InOrganisation, OrganisationFacts, OrganisationId, UsagerId};
+use broker_core::mandat::{AutorisationFacts, MandatFacts};
+use broker_core::oidc::grant::Grant;
 use crate::schema::{autorisations, mandats, oidc_clients, oidc_token_uses, usagers};
 use crate::{AnyConnection, Db, StoreError};
 use broker_core::identite::IdentitePivot;
@@ -77,6 +79,53 @@ impl ClientCache {
         }
         Ok(found)
     }
+}
+
+/// The aidant `aidant_id`, if active, acting in their current organisation (with its
+/// allowed démarches): resolved once per request.
+pub fn in_organisation(db: &Db, aidant_id: AidantId) -> Result<Option<InOrganisation>, StoreError> {
+    db.read(|c| {
+        let Some(a) = crate::auth::find_active_by_id(c, aidant_id.get())? else { return Ok(None) };
+        let Some(org_id) = a.current_organisation_id else { return Ok(None) };
+        let org = crate::admin::find_organisation(c, org_id)?;
+        let facts = AidantFacts { id: aidant_id, active: a.active, current_organisation: Some(OrganisationId(org_id)) };
+        Ok(InOrganisation::check(&facts, &OrganisationFacts { id: OrganisationId(org.id), allowed_demarches: org.allowed() }).ok())
+    })
+}
+
+/// The facts of one mandat: its organisation, usager, dates and autorisations.
+fn mandat_facts(c: &mut AnyConnection, mandat_id: i64) -> Result<Option<MandatFacts>, StoreError> {
+    let Some((id, organisation_id, usager_id, created_at, expires_at)) = mandats::table
+        .find(mandat_id)
+        .select((mandats::id, mandats::organisation_id, mandats::usager_id, mandats::created_at, mandats::expires_at))
+        .first::<(i64, i64, i64, i64, i64)>(c)
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    let rows: Vec<(i64, String, Option<i64>)> = autorisations::table
+        .filter(autorisations::mandat_id.eq(mandat_id))
+        .select((autorisations::id, autorisations::demarche, autorisations::revoked_at))
+        .load(c)?;
+    let autorisations = rows
+        .into_iter()
+        .filter_map(|(id, d, r)| Some(AutorisationFacts { id, demarche: Demarche::from_key(&d)?, revoked_at: r.map(Timestamp::from_micros) }))
+        .collect();
+    Ok(Some(MandatFacts {
+        id,
+        organisation_id,
+        usager_id,
+        created_at: Timestamp::from_micros(created_at),
+        expires_at: Timestamp::from_micros(expires_at),
+        autorisations,
+    }))
+}
+
+/// The capability to act for the usager of `chosen` on its démarche, checked now from
+/// the mandat's facts; `None` when it no longer holds.
+pub fn acting_for(db: &Db, by: &InOrganisation, chosen: &ActiveAutorisation, now: Timestamp) -> Result<Option<ActingFor>, StoreError> {
+    let Some(facts) = db.read(|c| mandat_facts(c, chosen.mandat_id))? else { return Ok(None) };
+    Ok(ActingFor::check(by, &facts, chosen.demarche, now).ok())
 }
 
 /// One active autorisation of a usager, as the aidant may pick it.
@@ -166,8 +215,8 @@ fn matches(search: &str, names: &[&str]) -> bool {
 /// The usagers with at least one active autorisation in `organisation_id` for one of the
 /// `allowed` démarches at `now`, most recent autorisation first; `search` keeps those
 /// whose names start with each of its words.
-pub fn candidates(db: &Db, organisation_id: i64, allowed: &[Demarche], now: Timestamp, search: Option<&str>) -> Result<Vec<Candidate>, StoreError> {
-    let mut out = group(db.read(|c| active_rows(c, organisation_id, None, allowed, now))?);
+pub fn candidates(db: &Db, by: &InOrganisation, now: Timestamp, search: Option<&str>) -> Result<Vec<Candidate>, StoreError> {
+    let mut out = group(db.read(|c| active_rows(c, by.organisation().get(), None, by.allowed(), now))?);
     if let Some(s) = search.map(str::trim).filter(|s| !s.is_empty()) {
         out.retain(|c| matches(s, &[&c.given_name, &c.family_name, c.preferred_username.as_deref().unwrap_or("")]));
     }
@@ -175,15 +224,15 @@ pub fn candidates(db: &Db, organisation_id: i64, allowed: &[Demarche], now: Time
     Ok(out)
 }
 
-/// One usager as [`candidates`] lists them, if they have an active autorisation in
-/// `organisation_id` among `allowed` at `now`.
-pub fn candidate(db: &Db, organisation_id: i64, usager_id: i64, allowed: &[Demarche], now: Timestamp) -> Result<Option<Candidate>, StoreError> {
-    Ok(group(db.read(|c| active_rows(c, organisation_id, Some(usager_id), allowed, now))?).pop())
+/// One usager as [`candidates`] lists them, if they have an active autorisation in the
+/// organisation among its allowed démarches at `now`.
+pub fn candidate(db: &Db, by: &InOrganisation, usager: UsagerId, now: Timestamp) -> Result<Option<Candidate>, StoreError> {
+    Ok(group(db.read(|c| active_rows(c, by.organisation().get(), Some(usager.get()), by.allowed(), now))?).pop())
 }
 
-/// The usager's active autorisations in `organisation_id` among `allowed` at `now`.
-pub fn usager_autorisations(db: &Db, organisation_id: i64, usager_id: i64, allowed: &[Demarche], now: Timestamp) -> Result<Vec<ActiveAutorisation>, StoreError> {
-    Ok(candidate(db, organisation_id, usager_id, allowed, now)?.map(|c| c.autorisations).unwrap_or_default())
+/// The usager's active autorisations in the organisation among its allowed démarches.
+pub fn usager_autorisations(db: &Db, by: &InOrganisation, usager: UsagerId, now: Timestamp) -> Result<Vec<ActiveAutorisation>, StoreError> {
+    Ok(candidate(db, by, usager, now)?.map(|c| c.autorisations).unwrap_or_default())
 }
 
 /// Rows to one candidate per usager, autorisations in the canonical démarche order.
@@ -214,11 +263,11 @@ fn group(rows: Vec<AutRow>) -> Vec<Candidate> {
     out
 }
 
-/// The usager's broker key (`sub`) and names, for the pages and the id_token.
-pub fn usager_sub(db: &Db, usager_id: i64) -> Result<String, StoreError> {
+/// The usager's broker key (`sub`), for the id_token.
+pub fn usager_sub(db: &Db, usager: UsagerId) -> Result<String, StoreError> {
     db.read(|c| {
         usagers::table
-            .find(usager_id)
+            .find(usager.get())
             .select(usagers::sub_hash)
             .first(c)
             .optional()?
@@ -244,10 +293,10 @@ type AutorisationRow = (Option<i64>, i64, i64, i64, String);
 
 /// The usager's identity when the grant's autorisation is still active at `now` (one
 /// query: autorisation, mandat and usager).
-fn active_identity(c: &mut AnyConnection, g: &AccessGrant, now: Timestamp) -> Result<Option<IdentitePivot>, StoreError> {
+fn active_identity(c: &mut AnyConnection, g: &ActingFor, now: Timestamp) -> Result<Option<IdentitePivot>, StoreError> {
     let row: Option<(AutorisationRow, IdentityRow)> = autorisations::table
         .inner_join(mandats::table.inner_join(usagers::table))
-        .filter(autorisations::id.eq(g.autorisation_id))
+        .filter(autorisations::id.eq(g.autorisation().get()))
         .select((
             (autorisations::revoked_at, mandats::expires_at, mandats::organisation_id, mandats::usager_id, autorisations::demarche),
             (
@@ -264,7 +313,11 @@ fn active_identity(c: &mut AnyConnection, g: &AccessGrant, now: Timestamp) -> Re
         .first(c)
         .optional()?;
     let Some(((revoked, expires, org, usager, demarche), id)) = row else { return Ok(None) };
-    let active = revoked.is_none() && now.micros() < expires && org == g.organisation_id && usager == g.usager_id && demarche == g.demarche;
+    let active = revoked.is_none()
+        && now.micros() < expires
+        && org == g.organisation().get()
+        && usager == g.usager().get()
+        && demarche == g.demarche().key();
     if !active {
         return Ok(None);
     }
@@ -277,26 +330,25 @@ fn active_identity(c: &mut AnyConnection, g: &AccessGrant, now: Timestamp) -> Re
 /// used and appends the `autorisation_used` journal entry. The grant's client must be
 /// active (as `clients` knows it). Nothing is written when the answer is not
 /// [`Disclosure::Identity`].
-pub fn disclose(db: &Db, clients: &ClientCache, token_hash: &str, g: &AccessGrant, now: Timestamp) -> Result<Disclosure, StoreError> {
+pub fn disclose(db: &Db, clients: &ClientCache, token_hash: &str, g: &Grant, now: Timestamp) -> Result<Disclosure, StoreError> {
     let Some(client) = clients.get(db, &g.client_id)? else { return Ok(Disclosure::ClientInactive) };
+    let a = &g.acting;
     let out = db.write(|c| {
-        let Some(identity) = active_identity(c, g, now)? else {
+        let Some(identity) = active_identity(c, a, now)? else {
             return Ok(Disclosure::NotActive);
         };
         // A second use hits the primary key (mapped to `AlreadyUsed` below).
         diesel::insert_into(oidc_token_uses::table)
             .values((oidc_token_uses::token_hash.eq(token_hash), oidc_token_uses::used_at.eq(now.micros())))
             .execute(c)?;
-        let mut e = Entry::new(Action::AutorisationUsed)
-            .aidant(g.aidant_id)
-            .organisation(g.organisation_id)
-            .usager(g.usager_id)
-            .mandat(g.mandat_id)
-            .autorisation(g.autorisation_id)
-            .client(g.client_id.clone());
-        if let Some(d) = Demarche::from_key(&g.demarche) {
-            e = e.demarche(d);
-        }
+        let e = Entry::new(Action::AutorisationUsed)
+            .aidant(a.aidant().get())
+            .organisation(a.organisation().get())
+            .usager(a.usager().get())
+            .mandat(a.mandat().get())
+            .autorisation(a.autorisation().get())
+            .client(g.client_id.clone())
+            .demarche(a.demarche());
         journal::append(c, &[e])?;
         Ok(Disclosure::Identity(Box::new((identity, client))))
     });

@@ -1,50 +1,48 @@
-//! The identity provider's short-lived grants, kept in the [`Cache`] (Redis or
-//! in-process): authorization codes and access tokens.
+//! The identity provider's short-lived state, kept in the [`Cache`] (Redis or
+//! in-process): flows, authorization codes and access tokens, behind one [`GrantStore`].
 //!
 //! - **Hashed at rest.** A code or an access token is 32 random bytes, base64url without
 //!   padding (43 characters), handed out once; the cache only ever sees a SHA-256 (hex)
 //!   in a key (`oidc:code:<hash>`, `oidc:at:<hash>`), never the value itself. A code's
 //!   hash covers the client it was issued to as well ([`code_hash`]): the code exists
 //!   only for that client.
-//! - **Codes live at most [`MAX_CODE_TTL_SECONDS`]** (a larger `ttl_seconds` is clamped)
-//!   and are **single use**: [`redeem_code`] consumes the code with the cache's atomic
-//!   `take` (`GETDEL` on Redis), so of several concurrent redemptions exactly one gets the
-//!   grant. Expiry is also checked against the caller's clock (`now`), so that a test or
-//!   a slow request cannot use a code past its `expires_at` even while the cache entry
-//!   still lives.
 //! - **A code presented by another client is refused and stays whole.** Since the key
 //!   is made of the client and the code, another registered client looking it up finds
 //!   nothing: `invalid_grant`, and the rightful client still redeems it (RFC 6749 §10.5:
 //!   a code must not be usable by anyone else). The check and the consumption are one
 //!   atomic step, the key lookup itself.
-//! - **Every redemption attempt by the rightful client burns the code**, including one
-//!   that then fails on the `redirect_uri` or the clock: the code is taken before it is
-//!   checked (RFC 6749 §4.1.2: a code is used once).
+//! - **Codes live at most [`MAX_CODE_TTL_SECONDS`]** and are **single use**:
+//!   [`GrantStore::redeem_code`] consumes the code with the cache's atomic take (`GETDEL`
+//!   on Redis, in one script with the tombstone), so of several concurrent redemptions
+//!   exactly one gets the grant. Every redemption by the rightful client burns the code,
+//!   including one that then fails the token endpoint's checklist
+//!   ([`broker_core::oidc::grant::check_redemption`]: expiry by the caller's clock, the
+//!   `redirect_uri`, PKCE): RFC 6749 §4.1.2, a code is used once.
 //! - **Replay revokes** (RFC 6749 §4.1.2: "If an authorization code is used more than
 //!   once, the authorization server MUST deny the request and SHOULD revoke (when
-//!   possible) all tokens previously issued based on that authorization code"). Once a
-//!   code is taken, a tombstone `oidc:code-used:<hash>` lives [`TOMBSTONE_TTL`], listing
-//!   the hashes of the access tokens issued from the code ([`record_issued`]). A later
-//!   redemption of the same code finds the tombstone, answers
-//!   [`GrantError::Replayed`] and deletes those access tokens
-//!   ([`revoke_tokens_of_code`]). A replay that races with the first redemption (before
-//!   the token is recorded) is not lost either: every failed `take` first raises a replay
-//!   marker `oidc:code-replay:<hash>`, and [`record_issued`], after recording the token,
-//!   looks for that marker and revokes the token it just recorded if it finds one. The
-//!   two sides write, then read, in opposite orders on a sequentially consistent store
-//!   (one Redis server, or one mutex), so at least one of them sees the other.
+//!   possible) all tokens previously issued based on that authorization code"). The
+//!   access token is drawn before the code is consumed, and the code's tombstone
+//!   `oidc:code-used:<hash>` (kept [`TOMBSTONE_TTL`]) lists its hash. A later redemption
+//!   of the same code finds the tombstone, answers [`GrantError::Replayed`] and deletes
+//!   that access token. A replay that races with the first redemption (before the token
+//!   is stored) is not lost either: every failed take first raises a replay marker
+//!   `oidc:code-replay:<hash>`, and [`GrantStore::store_token_confirming`], storing the
+//!   token and reading that marker in one round trip, revokes the token it just stored if
+//!   it finds one. The two sides write, then read, in opposite orders on a sequentially
+//!   consistent store (one Redis server, or one mutex), so at least one sees the other.
 //! - Access tokens live at most [`MAX_ACCESS_TOKEN_TTL_SECONDS`], no longer than the
-//!   tombstone, so that a replay can always still find and revoke them (after the
-//!   tombstone is gone, a replay is refused as `Unknown`, with nothing left to revoke).
+//!   tombstone, so that a replay can always still find and revoke them.
 //!
 //! All the functions are blocking (the cache is): from async code, run them on the
 //! blocking pool.
 
 use crate::cache::{Cache, CacheError};
 use broker_core::oidc::error::{ErrorCode, OAuthError};
-use broker_core::secret::{constant_time_eq, random_bytes, sha256_hex};
+use broker_core::oidc::grant::{Grant, Issued};
+use broker_core::secret::{random_bytes, sha256_hex};
 use broker_core::Timestamp;
-use serde::{Deserialize, Serialize};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use std::time::Duration;
 
 /// The longest an authorization code lives (shared/docs/franceconnect.md §1: 30–60 s).
@@ -55,81 +53,23 @@ pub const TOMBSTONE_TTL: Duration = Duration::from_secs(600);
 /// The longest an access token lives: no longer than a code's tombstone.
 pub const MAX_ACCESS_TOKEN_TTL_SECONDS: u64 = 600;
 
+const FLOW_PREFIX: &str = "oidc:flow:";
 const CODE_PREFIX: &str = "oidc:code:";
 const TOMBSTONE_PREFIX: &str = "oidc:code-used:";
 const REPLAY_PREFIX: &str = "oidc:code-replay:";
 const ACCESS_TOKEN_PREFIX: &str = "oidc:at:";
 
-/// What an authorization code stands for, bound at `/authorize` and checked at `/token`.
-/// Instants are microseconds since the Unix epoch ([`Timestamp::micros`]).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CodeGrant {
-    pub client_id: String,
-    pub redirect_uri: String,
-    pub nonce: String,
-    /// PKCE S256 challenge, when the client sent one.
-    pub code_challenge: Option<String>,
-    pub scopes: Vec<String>,
-    pub aidant_id: i64,
-    pub organisation_id: i64,
-    pub usager_id: i64,
-    /// The usager's broker key: the id_token's and userinfo's `sub`.
-    pub usager_sub: String,
-    /// The chosen démarche's key ([`broker_core::Demarche::key`]).
-    pub demarche: String,
-    pub autorisation_id: i64,
-    pub mandat_id: i64,
-    /// The id_token's `rep_scope` value when the client asked for it: the chosen
-    /// démarche in the spelling of the request ([`broker_core::oidc::rep_scope::RepScope::answer`]).
-    #[serde(default)]
-    pub rep_scope: Option<String>,
-    /// When the aidant authenticated (micros): the id_token's `auth_time`.
-    pub auth_time: i64,
-    pub amr: Vec<String>,
-    /// Set by [`issue_code`].
-    pub issued_at: i64,
-    /// Set by [`issue_code`]; the code is valid strictly before this instant.
-    pub expires_at: i64,
-}
-
-/// What an access token stands for, read back at `/userinfo`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AccessGrant {
-    pub client_id: String,
-    pub usager_id: i64,
-    pub usager_sub: String,
-    pub aidant_id: i64,
-    pub organisation_id: i64,
-    pub demarche: String,
-    pub autorisation_id: i64,
-    pub mandat_id: i64,
-    pub scopes: Vec<String>,
-    /// Set by [`issue_access_token`] (micros); valid strictly before this instant.
-    pub expires_at: i64,
-}
-
-/// Why a code was refused at `/token`. Every variant but [`GrantError::Cache`] is
-/// answered `invalid_grant` (RFC 6749 §5.2), with one description for all, so that the
-/// answer does not tell an attacker which check failed; the variant goes to the log
-/// (`OAuthError::detail`). [`GrantError::Cache`] is `server_error`.
+/// Why a code gives nothing at `/token`. [`GrantError::Unknown`] and
+/// [`GrantError::Replayed`] are answered `invalid_grant` (RFC 6749 §5.2) with one
+/// description, the variant going to the log; [`GrantError::Cache`] is `server_error`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GrantError {
-    /// Never issued, or its cache entry is gone (TTL) and no tombstone remains.
+    /// Never issued (to this client), or its cache entry is gone and no tombstone remains.
     #[error("code inconnu")]
     Unknown,
-    /// Past its `expires_at` by the caller's clock (the code is consumed all the same).
-    #[error("code expiré")]
-    Expired,
-    /// Already redeemed: the tokens it issued are revoked.
+    /// Already redeemed: the token it issued is revoked.
     #[error("code déjà utilisé")]
     Replayed,
-    /// Issued to another client (the code is consumed all the same).
-    #[error("code délivré à un autre client")]
-    ClientMismatch,
-    /// `redirect_uri` is not exactly the one of the authorization request (the code is
-    /// consumed all the same).
-    #[error("redirect_uri différente de celle de la demande d'autorisation")]
-    RedirectMismatch,
     #[error("cache : {0}")]
     Cache(String),
 }
@@ -141,7 +81,6 @@ impl From<CacheError> for GrantError {
 }
 
 impl GrantError {
-    /// `invalid_grant` for every refusal of the code, `server_error` for a cache failure.
     pub fn code(&self) -> ErrorCode {
         match self {
             GrantError::Cache(_) => ErrorCode::ServerError,
@@ -154,17 +93,12 @@ impl From<GrantError> for OAuthError {
     fn from(e: GrantError) -> Self {
         match e {
             GrantError::Cache(_) => OAuthError::internal(&e),
-            _ => OAuthError::new(
-                ErrorCode::InvalidGrant,
-                "Code d'autorisation invalide, expiré ou déjà utilisé.",
-            )
-            .with_detail(&e),
+            _ => OAuthError::new(ErrorCode::InvalidGrant, "Code d'autorisation invalide, expiré ou déjà utilisé.").with_detail(&e),
         }
     }
 }
 
-/// SHA-256 (hex) of an access token: what its cache key is made of, and what
-/// [`record_issued`] expects.
+/// SHA-256 (hex) of an access token: what its cache key is made of.
 pub fn token_hash(token: &str) -> String {
     sha256_hex(token.as_bytes())
 }
@@ -188,11 +122,7 @@ fn base64url_nopad(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..=chunk.len() {
             out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
@@ -205,232 +135,118 @@ fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CacheError> {
     serde_json::to_vec(value).map_err(|e| CacheError(format!("encodage : {e}")))
 }
 
-fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, CacheError> {
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CacheError> {
     serde_json::from_slice(bytes).map_err(|e| CacheError(format!("valeur illisible : {e}")))
 }
 
-/// Issues a single-use code for `grant`, valid `ttl_seconds` from `now` (clamped to
-/// 1..=[`MAX_CODE_TTL_SECONDS`]); `grant.issued_at` and `grant.expires_at` are set here.
-/// Returns the code, which is stored only as its hash.
-pub fn issue_code(
-    cache: &dyn Cache,
-    mut grant: CodeGrant,
-    now: Timestamp,
-    ttl_seconds: u64,
-) -> Result<String, CacheError> {
-    let ttl = ttl_seconds.clamp(1, MAX_CODE_TTL_SECONDS);
-    grant.issued_at = now.micros();
-    grant.expires_at = now.plus_seconds(ttl as i64).micros();
-    let code = new_token();
-    cache.put(
-        &format!("{CODE_PREFIX}{}", code_hash(&grant.client_id, &code)),
-        &encode(&grant)?,
-        Duration::from_secs(ttl),
-    )?;
-    Ok(code)
+/// Flows, codes and access tokens, in one cache.
+#[derive(Clone, Copy)]
+pub struct GrantStore<'a> {
+    cache: &'a dyn Cache,
 }
 
-/// Redeems `code` for `client_id` (already authenticated by the caller) and
-/// `redirect_uri`: consumes it first (whatever follows), then checks its expiry against
-/// `now`, the client and the `redirect_uri` (exact, constant-time comparisons). A code
-/// already redeemed is refused as [`GrantError::Replayed`] and the access tokens issued
-/// from it are revoked.
-pub fn redeem_code(
-    cache: &dyn Cache,
-    code: &str,
-    client_id: &str,
-    redirect_uri: &str,
-    now: Timestamp,
-) -> Result<CodeGrant, GrantError> {
-    redeem_listing(cache, code, client_id, redirect_uri, now, Vec::new())
-}
-
-/// [`redeem_code`] for the token endpoint, in fewer cache round trips: the access token
-/// is drawn first and listed in the code's tombstone as the code is consumed, so that a
-/// replay revokes it. Store it with [`store_access_token`], then call
-/// [`confirm_not_replayed`] before answering.
-pub fn redeem_code_for_token(
-    cache: &dyn Cache,
-    code: &str,
-    client_id: &str,
-    redirect_uri: &str,
-    now: Timestamp,
-) -> Result<(CodeGrant, String), GrantError> {
-    let access_token = new_token();
-    let grant = redeem_listing(cache, code, client_id, redirect_uri, now, vec![token_hash(&access_token)])?;
-    Ok((grant, access_token))
-}
-
-/// Stores `token` (drawn by [`redeem_code_for_token`]) for `grant`, as
-/// [`issue_access_token`] does.
-pub fn store_access_token(
-    cache: &dyn Cache,
-    token: &str,
-    mut grant: AccessGrant,
-    now: Timestamp,
-    ttl_seconds: u64,
-) -> Result<(), CacheError> {
-    let ttl = ttl_seconds.clamp(1, MAX_ACCESS_TOKEN_TTL_SECONDS);
-    grant.expires_at = now.plus_seconds(ttl as i64).micros();
-    cache.put(&format!("{ACCESS_TOKEN_PREFIX}{}", token_hash(token)), &encode(&grant)?, Duration::from_secs(ttl))
-}
-
-/// [`store_access_token`] then [`confirm_not_replayed`], in one cache round trip.
-pub fn store_access_token_confirming(
-    cache: &dyn Cache,
-    token: &str,
-    mut grant: AccessGrant,
-    now: Timestamp,
-    ttl_seconds: u64,
-    code: &str,
-) -> Result<(), GrantError> {
-    let ttl = ttl_seconds.clamp(1, MAX_ACCESS_TOKEN_TTL_SECONDS);
-    grant.expires_at = now.plus_seconds(ttl as i64).micros();
-    let hash = code_hash(&grant.client_id, code);
-    let replay = cache.put_then_get(
-        &format!("{ACCESS_TOKEN_PREFIX}{}", token_hash(token)),
-        &encode(&grant)?,
-        Duration::from_secs(ttl),
-        &format!("{REPLAY_PREFIX}{hash}"),
-    )?;
-    if replay.is_some() {
-        revoke_by_hash(cache, &hash)?;
-        return Err(GrantError::Replayed);
+impl<'a> GrantStore<'a> {
+    pub fn new(cache: &'a dyn Cache) -> Self {
+        GrantStore { cache }
     }
-    Ok(())
-}
 
-/// After [`store_access_token`]: if a replay of `code` was seen meanwhile, revokes what
-/// the code issued and answers [`GrantError::Replayed`].
-pub fn confirm_not_replayed(cache: &dyn Cache, client_id: &str, code: &str) -> Result<(), GrantError> {
-    let hash = code_hash(client_id, code);
-    if cache.get(&format!("{REPLAY_PREFIX}{hash}"))?.is_some() {
-        revoke_by_hash(cache, &hash)?;
-        return Err(GrantError::Replayed);
+    fn flow_key(id: &str) -> String {
+        format!("{FLOW_PREFIX}{}", sha256_hex(id.as_bytes()))
     }
-    Ok(())
-}
 
-fn redeem_listing(
-    cache: &dyn Cache,
-    code: &str,
-    client_id: &str,
-    redirect_uri: &str,
-    now: Timestamp,
-    issued: Vec<String>,
-) -> Result<CodeGrant, GrantError> {
-    let hash = code_hash(client_id, code);
-    // The code is consumed and its tombstone written at once: from then on any other
-    // attempt is a replay.
-    let tombstone = encode(&issued)?;
-    let taken = cache.take_and_mark(&format!("{CODE_PREFIX}{hash}"), &format!("{TOMBSTONE_PREFIX}{hash}"), &tombstone, TOMBSTONE_TTL)?;
-    let Some(bytes) = taken else {
-        // Raise the replay marker before looking for the tombstone (see the module docs).
-        cache.incr(&format!("{REPLAY_PREFIX}{hash}"), TOMBSTONE_TTL)?;
-        return match cache.get(&format!("{TOMBSTONE_PREFIX}{hash}"))? {
-            Some(_) => {
-                revoke_by_hash(cache, &hash)?;
-                Err(GrantError::Replayed)
-            }
-            None => Err(GrantError::Unknown),
+    /// Keeps (or updates) the flow `id` until its expiry.
+    pub fn put_flow<T: Serialize>(&self, id: &str, flow: &Issued<T>, now: Timestamp) -> Result<(), CacheError> {
+        self.cache.put(&Self::flow_key(id), &encode(flow)?, Duration::from_secs(flow.seconds_left(now)))
+    }
+
+    /// The flow `id`, if it is still kept.
+    pub fn flow<T: DeserializeOwned>(&self, id: &str) -> Result<Option<Issued<T>>, CacheError> {
+        self.cache.get(&Self::flow_key(id))?.map(|b| decode(&b)).transpose()
+    }
+
+    /// Ends the flow `id`; true when it was still there (of two concurrent calls, one).
+    pub fn take_flow(&self, id: &str) -> Result<bool, CacheError> {
+        Ok(self.cache.take(&Self::flow_key(id))?.is_some())
+    }
+
+    /// Issues a single-use code for `grant`, valid until `grant.expires_at` (at most
+    /// [`MAX_CODE_TTL_SECONDS`] from its issue). Returns the code, stored only as a hash.
+    pub fn issue_code(&self, grant: &Issued<Grant>) -> Result<String, CacheError> {
+        let code = new_token();
+        let ttl = grant.seconds_left(grant.issued_at).min(MAX_CODE_TTL_SECONDS);
+        self.cache.put(&format!("{CODE_PREFIX}{}", code_hash(&grant.value.client_id, &code)), &encode(grant)?, Duration::from_secs(ttl))?;
+        Ok(code)
+    }
+
+    /// Consumes `code` for `client_id` (already authenticated by the caller) and draws the
+    /// access token the grant will be exchanged for, listed in the code's tombstone as the
+    /// code is consumed. A code unknown to this client is [`GrantError::Unknown`] and is
+    /// not touched; a code already consumed is [`GrantError::Replayed`] and the token it
+    /// gave is revoked. The caller then runs the token endpoint's checklist on the grant.
+    pub fn redeem_code(&self, client_id: &str, code: &str) -> Result<(Issued<Grant>, String), GrantError> {
+        let hash = code_hash(client_id, code);
+        let access_token = new_token();
+        let tombstone = encode(&vec![token_hash(&access_token)])?;
+        let taken = self.cache.take_and_mark(&format!("{CODE_PREFIX}{hash}"), &format!("{TOMBSTONE_PREFIX}{hash}"), &tombstone, TOMBSTONE_TTL)?;
+        let Some(bytes) = taken else {
+            // Raise the replay marker before looking for the tombstone (see the module docs).
+            self.cache.incr(&format!("{REPLAY_PREFIX}{hash}"), TOMBSTONE_TTL)?;
+            return match self.cache.get(&format!("{TOMBSTONE_PREFIX}{hash}"))? {
+                Some(_) => {
+                    self.revoke_by_hash(&hash)?;
+                    Err(GrantError::Replayed)
+                }
+                None => Err(GrantError::Unknown),
+            };
         };
-    };
-    let grant: CodeGrant = decode(&bytes)?;
-    if now.micros() >= grant.expires_at {
-        return Err(GrantError::Expired);
+        Ok((decode(&bytes)?, access_token))
     }
-    if !constant_time_eq(grant.client_id.as_bytes(), client_id.as_bytes()) {
-        return Err(GrantError::ClientMismatch);
+
+    /// Stores `token` (drawn by [`GrantStore::redeem_code`]) for `grant`, and, in the same
+    /// round trip, looks for a replay of `code` seen meanwhile: then revokes it and
+    /// answers [`GrantError::Replayed`].
+    pub fn store_token_confirming(&self, token: &str, grant: &Issued<Grant>, code: &str, now: Timestamp) -> Result<(), GrantError> {
+        let ttl = grant.seconds_left(now).min(MAX_ACCESS_TOKEN_TTL_SECONDS);
+        let hash = code_hash(&grant.value.client_id, code);
+        let replay = self.cache.put_then_get(
+            &format!("{ACCESS_TOKEN_PREFIX}{}", token_hash(token)),
+            &encode(grant)?,
+            Duration::from_secs(ttl),
+            &format!("{REPLAY_PREFIX}{hash}"),
+        )?;
+        if replay.is_some() {
+            self.revoke_by_hash(&hash)?;
+            return Err(GrantError::Replayed);
+        }
+        Ok(())
     }
-    if !constant_time_eq(grant.redirect_uri.as_bytes(), redirect_uri.as_bytes()) {
-        return Err(GrantError::RedirectMismatch);
+
+    fn revoke_by_hash(&self, code_hash: &str) -> Result<usize, CacheError> {
+        let Some(bytes) = self.cache.get(&format!("{TOMBSTONE_PREFIX}{code_hash}"))? else {
+            return Ok(0);
+        };
+        let issued: Vec<String> = decode(&bytes)?;
+        for at in &issued {
+            self.cache.delete(&format!("{ACCESS_TOKEN_PREFIX}{at}"))?;
+        }
+        if !issued.is_empty() {
+            tracing::warn!(code = %&code_hash[..12], revoked = issued.len(), "code rejoué : jetons révoqués");
+        }
+        Ok(issued.len())
     }
-    Ok(grant)
-}
 
-/// Records that the access token whose hash ([`token_hash`]) is `access_token_hash` was
-/// issued from `code`, so that a replay of the code revokes it. Call it after
-/// [`issue_access_token`] and before answering `/token`: if a replay of the code has
-/// already been seen, the token is revoked at once and [`GrantError::Replayed`] returned
-/// (answer `invalid_grant`).
-pub fn record_issued(
-    cache: &dyn Cache,
-    client_id: &str,
-    code: &str,
-    access_token_hash: &str,
-) -> Result<(), GrantError> {
-    let hash = code_hash(client_id, code);
-    let key = format!("{TOMBSTONE_PREFIX}{hash}");
-    // Only the single redeemer of a code writes its tombstone, so this
-    // read-modify-write has no concurrent writer.
-    let mut issued: Vec<String> = match cache.get(&key)? {
-        Some(bytes) => decode(&bytes)?,
-        None => Vec::new(),
-    };
-    issued.push(access_token_hash.to_owned());
-    cache.put(&key, &encode(&issued)?, TOMBSTONE_TTL)?;
-    if cache.get(&format!("{REPLAY_PREFIX}{hash}"))?.is_some() {
-        revoke_by_hash(cache, &hash)?;
-        return Err(GrantError::Replayed);
+    /// The grant of a live access token; `None` when unknown, revoked or expired by `now`.
+    pub fn token(&self, token: &str, now: Timestamp) -> Result<Option<Issued<Grant>>, CacheError> {
+        let Some(bytes) = self.cache.get(&format!("{ACCESS_TOKEN_PREFIX}{}", token_hash(token)))? else {
+            return Ok(None);
+        };
+        let grant: Issued<Grant> = decode(&bytes)?;
+        Ok(grant.live_at(now).then_some(grant))
     }
-    Ok(())
-}
 
-/// Revokes every access token recorded as issued from `code`; returns how many were
-/// listed. [`redeem_code`] calls it on a replay.
-pub fn revoke_tokens_of_code(cache: &dyn Cache, client_id: &str, code: &str) -> Result<usize, CacheError> {
-    revoke_by_hash(cache, &code_hash(client_id, code))
-}
-
-fn revoke_by_hash(cache: &dyn Cache, code_hash: &str) -> Result<usize, CacheError> {
-    let Some(bytes) = cache.get(&format!("{TOMBSTONE_PREFIX}{code_hash}"))? else {
-        return Ok(0);
-    };
-    let issued: Vec<String> = decode(&bytes)?;
-    for at in &issued {
-        cache.delete(&format!("{ACCESS_TOKEN_PREFIX}{at}"))?;
+    pub fn revoke_token(&self, token: &str) -> Result<(), CacheError> {
+        self.cache.delete(&format!("{ACCESS_TOKEN_PREFIX}{}", token_hash(token)))
     }
-    if !issued.is_empty() {
-        tracing::warn!(code = %&code_hash[..12], revoked = issued.len(), "code rejoué : jetons révoqués");
-    }
-    Ok(issued.len())
-}
-
-/// Issues an access token for `grant`, valid `ttl_seconds` from `now` (clamped to
-/// 1..=[`MAX_ACCESS_TOKEN_TTL_SECONDS`]); `grant.expires_at` is set here. Returns the token,
-/// which is stored only as its hash.
-pub fn issue_access_token(
-    cache: &dyn Cache,
-    mut grant: AccessGrant,
-    now: Timestamp,
-    ttl_seconds: u64,
-) -> Result<String, CacheError> {
-    let ttl = ttl_seconds.clamp(1, MAX_ACCESS_TOKEN_TTL_SECONDS);
-    grant.expires_at = now.plus_seconds(ttl as i64).micros();
-    let token = new_token();
-    cache.put(
-        &format!("{ACCESS_TOKEN_PREFIX}{}", token_hash(&token)),
-        &encode(&grant)?,
-        Duration::from_secs(ttl),
-    )?;
-    Ok(token)
-}
-
-/// The grant of a live access token; `None` when unknown, revoked or expired by `now`.
-pub fn find_access_token(
-    cache: &dyn Cache,
-    token: &str,
-    now: Timestamp,
-) -> Result<Option<AccessGrant>, CacheError> {
-    let Some(bytes) = cache.get(&format!("{ACCESS_TOKEN_PREFIX}{}", token_hash(token)))? else {
-        return Ok(None);
-    };
-    let grant: AccessGrant = decode(&bytes)?;
-    Ok((now.micros() < grant.expires_at).then_some(grant))
-}
-
-pub fn revoke_access_token(cache: &dyn Cache, token: &str) -> Result<(), CacheError> {
-    cache.delete(&format!("{ACCESS_TOKEN_PREFIX}{}", token_hash(token)))
 }
 
 #[cfg(test)]

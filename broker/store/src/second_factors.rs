@@ -104,6 +104,11 @@ pub fn associate_card(db: &Db, organisation_id: i64, aidant_id: i64, serial: &st
     if serial.is_empty() {
         return Err(StoreError::Invalid("Tapez le numéro de série inscrit au dos de la carte.".into()));
     }
+    if !broker_core::validate::is_identifier(&serial) {
+        return Err(StoreError::Invalid(
+            "Ce numéro de série n'est pas valable : tapez les lettres, chiffres et tirets inscrits au dos de la carte.".into(),
+        ));
+    }
     let taken = || StoreError::Conflict(format!("La carte {serial} est déjà associée à un aidant. Vérifiez le numéro de série ; si la carte doit changer de main, dissociez-la d'abord."));
     let out = write_way_in(db, organisation_id, aidant_id, by, |c| {
         let (card_id, step, digits): (i64, i32, i32) = totp_cards::table

@@ -11,7 +11,9 @@ use broker_core::{Demarche, Timestamp};
 use broker_store::admin::{self, NewAidant};
 use broker_store::idp::{self, Disclosure};
 use broker_store::mandats::{self, NewMandat};
-use broker_store::oidc_state::AccessGrant;
+use broker_core::capability::{AidantId, InOrganisation, UsagerId};
+use broker_core::oidc::claims::Scope;
+use broker_core::oidc::grant::Grant;
 use broker_store::journal;
 use broker_testkit::TestDb;
 use diesel::prelude::*;
@@ -66,6 +68,21 @@ fn usager(w: &World, sub: &str, given: &str, family: &str) -> i64 {
     w.t.db.write(|c| mandats::upsert_usager(c, &usager_key(&[3; 32], sub), &identity, T0)).unwrap()
 }
 
+/// The world's aidant acting in their organisation.
+fn by(w: &World) -> InOrganisation {
+    idp::in_organisation(&w.t.db, AidantId(w.aidant)).unwrap().expect("an aidant with a structure")
+}
+
+/// Another aidant, of the other organisation.
+fn by_other(w: &World) -> InOrganisation {
+    let a = admin::create_aidant(
+        &w.t.db,
+        &NewAidant { organisation_id: w.other_org, email: "o@exemple.fr", first_name: "O", last_name: "P", profession: "", referent: false },
+    )
+    .unwrap();
+    idp::in_organisation(&w.t.db, AidantId(a.id)).unwrap().unwrap()
+}
+
 fn mandat(w: &World, org: i64, usager: i64, demarches: &[Demarche], at: Timestamp) -> mandats::CreatedMandat {
     let n = NewMandat { organisation_id: org, usager_id: usager, aidant_id: w.aidant, demarches: demarches.to_vec(), duree: Duree::UnMois };
     mandats::create_mandat(&w.t.db, &n, at).unwrap()
@@ -86,45 +103,56 @@ fn candidates_are_the_organisations_active_autorisations_most_recent_first() {
         mandats::revoke_autorisation(&w.t.db, m.autorisations[0].0, w.aidant, T0.plus_seconds(1)).unwrap();
 
         let now = T0.plus_seconds(120);
-        let all = idp::candidates(&w.t.db, w.org, &Demarche::ALL, now, None).unwrap();
+        let all = idp::candidates(&w.t.db, &by(&w), now, None).unwrap();
         assert_eq!(all.iter().map(|c| c.usager_id).collect::<Vec<_>>(), vec![jean, helene], "{}", w.t.name());
         assert_eq!(all[1].autorisations.iter().map(|a| a.demarche).collect::<Vec<_>>(), vec![Social, Argent], "canonical order");
         assert_eq!(all[1].birthdate, "1950-00-00");
 
         // Restricted to the requested démarches.
-        let argent = idp::candidates(&w.t.db, w.org, &[Argent], now, None).unwrap();
+        let argent = idp::candidates(&w.t.db, &by(&w).narrowed(&[Argent]), now, None).unwrap();
         assert_eq!(argent.iter().map(|c| c.usager_id).collect::<Vec<_>>(), vec![helene]);
         assert_eq!(argent[0].autorisations.len(), 1);
 
         // Search: word starts, case and accents ignored.
-        let found = idp::candidates(&w.t.db, w.org, &Demarche::ALL, now, Some("helene")).unwrap();
+        let found = idp::candidates(&w.t.db, &by(&w), now, Some("helene")).unwrap();
         assert_eq!(found.iter().map(|c| c.usager_id).collect::<Vec<_>>(), vec![helene]);
-        assert!(idp::candidates(&w.t.db, w.org, &Demarche::ALL, now, Some("pont")).unwrap().is_empty());
+        assert!(idp::candidates(&w.t.db, &by(&w), now, Some("pont")).unwrap().is_empty());
 
         // After expiry (31 days), nobody.
-        assert!(idp::candidates(&w.t.db, w.org, &Demarche::ALL, T0.plus_days(32), None).unwrap().is_empty());
-        assert!(idp::usager_autorisations(&w.t.db, w.org, helene, &Demarche::ALL, T0.plus_days(31)).unwrap().is_empty());
-        assert_eq!(idp::usager_autorisations(&w.t.db, w.org, helene, &Demarche::ALL, now).unwrap().len(), 2);
-        assert!(idp::usager_autorisations(&w.t.db, w.other_org, helene, &Demarche::ALL, now).unwrap().is_empty());
-        let one = idp::candidate(&w.t.db, w.org, helene, &Demarche::ALL, now).unwrap().expect("helene");
+        assert!(idp::candidates(&w.t.db, &by(&w), T0.plus_days(32), None).unwrap().is_empty());
+        assert!(idp::usager_autorisations(&w.t.db, &by(&w), UsagerId(helene), T0.plus_days(31)).unwrap().is_empty());
+        assert_eq!(idp::usager_autorisations(&w.t.db, &by(&w), UsagerId(helene), now).unwrap().len(), 2);
+        assert!(idp::usager_autorisations(&w.t.db, &by_other(&w), UsagerId(helene), now).unwrap().is_empty());
+        let one = idp::candidate(&w.t.db, &by(&w), UsagerId(helene), now).unwrap().expect("helene");
         assert_eq!((one.given_name.as_str(), one.birthdate.as_str(), one.autorisations.len()), ("Hélène", "1950-00-00", 2));
-        assert!(idp::candidate(&w.t.db, w.org, elsewhere, &Demarche::ALL, now).unwrap().is_none());
+        assert!(idp::candidate(&w.t.db, &by(&w), UsagerId(elsewhere), now).unwrap().is_none());
     }
 }
 
-fn grant(w: &World, usager: i64, m: &mandats::CreatedMandat) -> AccessGrant {
-    AccessGrant {
+/// A grant for the autorisation `i` of `m`, with its capability checked at T0.
+fn grant_for(w: &World, usager: i64, m: &mandats::CreatedMandat, i: usize) -> Grant {
+    let by = by(w);
+    let chosen = idp::usager_autorisations(&w.t.db, &by, UsagerId(usager), T0)
+        .unwrap()
+        .into_iter()
+        .find(|a| a.autorisation_id == m.autorisations[i].0)
+        .expect("active autorisation");
+    Grant {
         client_id: "fc".into(),
-        usager_id: usager,
+        redirect_uri: "https://fc.exemple/api/v2/oidc-callback".into(),
+        nonce: "n".into(),
+        code_challenge: None,
+        scopes: vec![Scope::OpenId],
+        acting: idp::acting_for(&w.t.db, &by, &chosen, T0).unwrap().expect("acting for the usager"),
         usager_sub: "sub".into(),
-        aidant_id: w.aidant,
-        organisation_id: w.org,
-        demarche: m.autorisations[0].1.key().into(),
-        autorisation_id: m.autorisations[0].0,
-        mandat_id: m.mandat_id,
-        scopes: vec!["openid".into()],
-        expires_at: 0,
+        rep_scope: None,
+        auth_time: T0,
+        amr: vec![],
     }
+}
+
+fn grant(w: &World, usager: i64, m: &mandats::CreatedMandat) -> Grant {
+    grant_for(w, usager, m, 0)
 }
 
 fn used_entries(t: &TestDb) -> Vec<broker_core::journal::Record> {
@@ -168,19 +196,16 @@ fn a_revoked_or_expired_autorisation_discloses_nothing_and_writes_nothing() {
         let g = grant(&w, u, &m);
         // Expired: the mandat lasts 31 days, to the microsecond.
         assert!(matches!(idp::disclose(&w.t.db, &w.clients, "h-exp", &g, T0.plus_days(31)).unwrap(), Disclosure::NotActive));
-        mandats::revoke_autorisation(&w.t.db, g.autorisation_id, w.aidant, T0.plus_seconds(10)).unwrap();
+        mandats::revoke_autorisation(&w.t.db, g.acting.autorisation().get(), w.aidant, T0.plus_seconds(10)).unwrap();
         assert!(matches!(idp::disclose(&w.t.db, &w.clients, "h-rev", &g, T0.plus_seconds(11)).unwrap(), Disclosure::NotActive));
-        // A grant that names another organisation is not honoured either.
-        let mut other = grant(&w, u, &m);
-        other.autorisation_id = m.autorisations[1].0;
-        other.demarche = m.autorisations[1].1.key().into();
-        other.organisation_id = w.other_org;
+        // A grant that names another organisation (altered in the cache) is not honoured.
+        let mut altered = serde_json::to_value(grant_for(&w, u, &m, 1)).unwrap();
+        altered["acting"]["organisation"] = w.other_org.into();
+        let other: Grant = serde_json::from_value(altered).unwrap();
         assert!(matches!(idp::disclose(&w.t.db, &w.clients, "h-org", &other, T0.plus_seconds(11)).unwrap(), Disclosure::NotActive));
         // A grant for a client deactivated since: nothing either.
-        let mut gone = grant(&w, u, &m);
+        let mut gone = grant_for(&w, u, &m, 1);
         gone.client_id = "ancien-client".into();
-        gone.autorisation_id = m.autorisations[1].0;
-        gone.demarche = m.autorisations[1].1.key().into();
         assert!(matches!(idp::disclose(&w.t.db, &w.clients, "h-client", &gone, T0.plus_seconds(11)).unwrap(), Disclosure::ClientInactive));
         assert!(used_entries(&w.t).is_empty(), "{}", w.t.name());
     }

@@ -1,15 +1,14 @@
 //! The IdP's short-lived grants, against both caches: the in-process one and a real Redis
 //! (each test with its own key prefix).
 
+use broker_core::capability::{ActingFor, AidantFacts, AidantId, InOrganisation, OrganisationFacts, OrganisationId};
+use broker_core::mandat::{AutorisationFacts, MandatFacts};
+use broker_core::oidc::claims::Scope;
 use broker_core::oidc::error::{ErrorCode, OAuthError};
-use broker_core::Timestamp;
+use broker_core::oidc::grant::{check_redemption, Grant, Issued, RedemptionRefusal, TokenRequest};
+use broker_core::{Demarche, Timestamp};
 use broker_store::cache::{Cache, CacheError, InProcess, Redis};
-use broker_store::oidc_state::{
-    confirm_not_replayed, redeem_code_for_token, store_access_token,
-    find_access_token, issue_access_token, issue_code, record_issued, redeem_code,
-    revoke_access_token, revoke_tokens_of_code, token_hash, code_hash, AccessGrant, CodeGrant, GrantError,
-    MAX_ACCESS_TOKEN_TTL_SECONDS, MAX_CODE_TTL_SECONDS,
-};
+use broker_store::oidc_state::{code_hash, token_hash, GrantError, GrantStore, MAX_CODE_TTL_SECONDS};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -114,80 +113,61 @@ fn now() -> Timestamp {
     Timestamp::from_micros(1_800_000_000_000_000)
 }
 
-fn grant() -> CodeGrant {
-    CodeGrant {
+fn grant() -> Grant {
+    let by = InOrganisation::check(
+        &AidantFacts { id: AidantId(7), active: true, current_organisation: Some(OrganisationId(3)) },
+        &OrganisationFacts { id: OrganisationId(3), allowed_demarches: Demarche::ALL.to_vec() },
+    )
+    .unwrap();
+    let mandat = MandatFacts {
+        id: 12,
+        organisation_id: 3,
+        usager_id: 42,
+        created_at: now().plus_seconds(-3600),
+        expires_at: now().plus_days(31),
+        autorisations: vec![AutorisationFacts { id: 99, demarche: Demarche::Argent, revoked_at: None }],
+    };
+    Grant {
         client_id: CLIENT.into(),
         redirect_uri: REDIRECT.into(),
         nonce: "n-0S6_WzA2Mj".into(),
-        code_challenge: Some("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into()),
-        scopes: vec!["openid".into(), "profile".into()],
-        aidant_id: 7,
-        organisation_id: 3,
-        usager_id: 42,
+        code_challenge: None,
+        scopes: vec![Scope::OpenId, Scope::Profile],
+        acting: ActingFor::check(&by, &mandat, Demarche::Argent, now()).unwrap(),
         usager_sub: "b5c8d1e0f2a3".into(),
-        demarche: "argent".into(),
-        autorisation_id: 99,
-        mandat_id: 12,
         rep_scope: Some("argent".into()),
-        auth_time: now().plus_seconds(-30).micros(),
-        amr: vec!["pwd".into(), "otp".into()],
-        issued_at: 0,
-        expires_at: 0,
+        auth_time: now().plus_seconds(-30),
+        amr: vec!["otp".into(), "mfa".into()],
     }
 }
 
-fn access_grant(g: &CodeGrant) -> AccessGrant {
-    AccessGrant {
-        client_id: g.client_id.clone(),
-        usager_id: g.usager_id,
-        usager_sub: g.usager_sub.clone(),
-        aidant_id: g.aidant_id,
-        organisation_id: g.organisation_id,
-        demarche: g.demarche.clone(),
-        autorisation_id: g.autorisation_id,
-        mandat_id: g.mandat_id,
-        scopes: g.scopes.clone(),
-        expires_at: 0,
-    }
+fn code_for(c: &dyn Cache, lifetime: u64) -> String {
+    GrantStore::new(c).issue_code(&Issued::new(grant(), now(), lifetime)).unwrap()
+}
+
+/// The token endpoint's path: redeem, check, store the access token.
+fn exchange(c: &dyn Cache, client: &str, code: &str, redirect: &str, at: Timestamp) -> Result<String, String> {
+    let grants = GrantStore::new(c);
+    let (issued, token) = grants.redeem_code(client, code).map_err(|e| e.to_string())?;
+    let request = TokenRequest { code, redirect_uri: redirect, code_verifier: None };
+    check_redemption(&issued, client, &request, at).map_err(|e| e.to_string())?;
+    grants.store_token_confirming(&token, &Issued::new(issued.value, at, 120), code, at).map_err(|e| e.to_string())?;
+    Ok(token)
 }
 
 #[test]
 fn a_code_is_redeemed_once_with_its_grant() {
     for (c, _) in caches() {
         let k = c.kind();
-        let code = issue_code(&*c, grant(), now(), 30).unwrap();
-        assert_eq!(code.len(), 43, "{k}: 32 bytes, base64url without padding");
-        assert!(
-            code.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
-            "{k}"
-        );
-        assert_ne!(
-            code,
-            issue_code(&*c, grant(), now(), 30).unwrap(),
-            "{k}: random"
-        );
-
-        let got = redeem_code(&*c, &code, CLIENT, REDIRECT, now().plus_seconds(5)).unwrap();
-        let want = CodeGrant {
-            issued_at: now().micros(),
-            expires_at: now().plus_seconds(30).micros(),
-            ..grant()
-        };
-        assert_eq!(got, want, "{k}");
-
-        let again = redeem_code(&*c, &code, CLIENT, REDIRECT, now().plus_seconds(6));
-        assert_eq!(again, Err(GrantError::Replayed), "{k}");
-        assert_eq!(
-            redeem_code(&*c, &code, CLIENT, REDIRECT, now()),
-            Err(GrantError::Replayed),
-            "{k}"
-        );
-        assert_eq!(
-            redeem_code(&*c, "never-issued-code", CLIENT, REDIRECT, now()),
-            Err(GrantError::Unknown),
-            "{k}"
-        );
+        let grants = GrantStore::new(&*c);
+        let code = code_for(&*c, 60);
+        assert_eq!(code.len(), 43, "{k}");
+        let (got, token) = grants.redeem_code(CLIENT, &code).unwrap();
+        assert_eq!(got.value, grant(), "{k}: the grant comes back whole");
+        assert_eq!((got.issued_at, got.expires_at), (now(), now().plus_seconds(60)));
+        assert_eq!(token.len(), 43);
+        assert_eq!(grants.redeem_code(CLIENT, &code), Err(GrantError::Replayed), "{k}");
+        assert_eq!(grants.redeem_code(CLIENT, "never-issued-code"), Err(GrantError::Unknown), "{k}");
     }
 }
 
@@ -196,23 +176,17 @@ fn of_eight_concurrent_redemptions_exactly_one_wins() {
     for (c, _) in caches() {
         let k = c.kind();
         for _round in 0..5 {
-            let code = issue_code(&*c, grant(), now(), 60).unwrap();
-            let results: Vec<Result<CodeGrant, GrantError>> = std::thread::scope(|s| {
+            let code = code_for(&*c, 60);
+            let results: Vec<Result<(Issued<Grant>, String), GrantError>> = std::thread::scope(|s| {
                 let hs: Vec<_> = (0..8)
                     .map(|_| {
                         let (c, code) = (c.clone(), code.clone());
-                        s.spawn(move || {
-                            redeem_code(&*c, &code, CLIENT, REDIRECT, now().plus_seconds(1))
-                        })
+                        s.spawn(move || GrantStore::new(&*c).redeem_code(CLIENT, &code))
                     })
                     .collect();
                 hs.into_iter().map(|h| h.join().unwrap()).collect()
             });
-            assert_eq!(
-                results.iter().filter(|r| r.is_ok()).count(),
-                1,
-                "{k}: {results:?}"
-            );
+            assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1, "{k}");
             for r in results.iter().filter(|r| r.is_err()) {
                 assert!(
                     matches!(r, Err(GrantError::Replayed | GrantError::Unknown)),
@@ -224,230 +198,92 @@ fn of_eight_concurrent_redemptions_exactly_one_wins() {
 }
 
 #[test]
-fn a_replay_revokes_the_access_tokens_issued_from_the_code() {
+fn the_token_endpoint_path_revokes_its_token_on_a_replay_before_or_after_storing_it() {
     for (c, _) in caches() {
         let k = c.kind();
-        let code = issue_code(&*c, grant(), now(), 60).unwrap();
-        let g = redeem_code(&*c, &code, CLIENT, REDIRECT, now().plus_seconds(2)).unwrap();
-        let at = issue_access_token(&*c, access_grant(&g), now().plus_seconds(2), 60).unwrap();
-        record_issued(&*c, CLIENT, &code, &token_hash(&at)).unwrap();
-        assert!(
-            find_access_token(&*c, &at, now().plus_seconds(3))
-                .unwrap()
-                .is_some(),
-            "{k}"
-        );
+        let grants = GrantStore::new(&*c);
+        let t = now().plus_seconds(1);
+        // Replay after the token is stored: the replay revokes it.
+        let code = code_for(&*c, 60);
+        let at = exchange(&*c, CLIENT, &code, REDIRECT, t).unwrap();
+        assert!(grants.token(&at, t).unwrap().is_some(), "{k}");
+        assert_eq!(grants.redeem_code(CLIENT, &code), Err(GrantError::Replayed), "{k}");
+        assert_eq!(grants.token(&at, t).unwrap(), None, "{k}: revoked by the replay");
 
-        // A token issued from another code is not touched.
-        let other_code = issue_code(&*c, grant(), now(), 60).unwrap();
-        let og = redeem_code(&*c, &other_code, CLIENT, REDIRECT, now().plus_seconds(2)).unwrap();
-        let other_at =
-            issue_access_token(&*c, access_grant(&og), now().plus_seconds(2), 60).unwrap();
-        record_issued(&*c, CLIENT, &other_code, &token_hash(&other_at)).unwrap();
+        // Replay between the redemption and the storing: the redeemer sees it and revokes.
+        let code = code_for(&*c, 60);
+        let (issued, at) = grants.redeem_code(CLIENT, &code).unwrap();
+        assert_eq!(grants.redeem_code(CLIENT, &code), Err(GrantError::Replayed), "{k}");
+        assert_eq!(grants.store_token_confirming(&at, &Issued::new(issued.value, t, 120), &code, t), Err(GrantError::Replayed), "{k}");
+        assert_eq!(grants.token(&at, t).unwrap(), None, "{k}");
 
-        assert_eq!(
-            redeem_code(&*c, &code, CLIENT, REDIRECT, now().plus_seconds(4)),
-            Err(GrantError::Replayed),
-            "{k}"
-        );
-        assert_eq!(
-            find_access_token(&*c, &at, now().plus_seconds(5)).unwrap(),
-            None,
-            "{k}: revoked by the replay"
-        );
-        assert!(
-            find_access_token(&*c, &other_at, now().plus_seconds(5))
-                .unwrap()
-                .is_some(),
-            "{k}"
-        );
-
-        // Explicit revocation is idempotent.
-        assert_eq!(revoke_tokens_of_code(&*c, CLIENT, &other_code).unwrap(), 1, "{k}");
-        assert_eq!(
-            find_access_token(&*c, &other_at, now().plus_seconds(5)).unwrap(),
-            None,
-            "{k}"
-        );
-        assert_eq!(
-            revoke_tokens_of_code(&*c, CLIENT, "never-issued").unwrap(),
-            0,
-            "{k}"
-        );
+        // Another code's token is not touched by these replays.
+        let other = code_for(&*c, 60);
+        let other_at = exchange(&*c, CLIENT, &other, REDIRECT, t).unwrap();
+        assert!(grants.token(&other_at, t).unwrap().is_some(), "{k}");
     }
 }
 
 #[test]
-fn a_replay_seen_before_the_token_is_recorded_still_revokes_it() {
+fn an_expired_code_or_another_redirect_is_refused_by_the_checklist_and_the_code_is_spent() {
     for (c, _) in caches() {
         let k = c.kind();
-        let code = issue_code(&*c, grant(), now(), 60).unwrap();
-        let g = redeem_code(&*c, &code, CLIENT, REDIRECT, now().plus_seconds(1)).unwrap();
-        // The attacker's replay lands while the legitimate request is still minting.
-        assert_eq!(
-            redeem_code(&*c, &code, CLIENT, REDIRECT, now().plus_seconds(1)),
-            Err(GrantError::Replayed),
-            "{k}"
-        );
-        let at = issue_access_token(&*c, access_grant(&g), now().plus_seconds(1), 60).unwrap();
-        assert_eq!(
-            record_issued(&*c, CLIENT, &code, &token_hash(&at)),
-            Err(GrantError::Replayed),
-            "{k}"
-        );
-        assert_eq!(
-            find_access_token(&*c, &at, now().plus_seconds(2)).unwrap(),
-            None,
-            "{k}"
-        );
-    }
-}
-
-#[test]
-fn an_expired_code_is_refused_by_the_clock_and_consumed() {
-    for (c, _) in caches() {
-        let k = c.kind();
-        let code = issue_code(&*c, grant(), now(), 30).unwrap();
-        assert_eq!(
-            redeem_code(&*c, &code, CLIENT, REDIRECT, now().plus_seconds(31)),
-            Err(GrantError::Expired),
-            "{k}: the cache entry still lives, the clock says no"
-        );
-        assert_eq!(
-            redeem_code(&*c, &code, CLIENT, REDIRECT, now()),
-            Err(GrantError::Replayed),
-            "{k}"
-        );
-
-        let at_limit = issue_code(&*c, grant(), now(), 30).unwrap();
-        assert_eq!(
-            redeem_code(&*c, &at_limit, CLIENT, REDIRECT, now().plus_seconds(30)),
-            Err(GrantError::Expired),
-            "{k}: valid strictly before expires_at"
-        );
-        let in_time = issue_code(&*c, grant(), now(), 30).unwrap();
-        let ok = redeem_code(
-            &*c,
-            &in_time,
-            CLIENT,
-            REDIRECT,
-            Timestamp::from_micros(now().plus_seconds(30).micros() - 1),
-        );
-        assert!(ok.is_ok(), "{k}");
-    }
-}
-
-#[test]
-fn a_code_disappears_from_the_cache_after_its_ttl() {
-    for (c, _) in caches() {
-        let code = issue_code(&*c, grant(), Timestamp::now(), 1).unwrap();
-        std::thread::sleep(Duration::from_millis(1200));
-        assert_eq!(
-            redeem_code(&*c, &code, CLIENT, REDIRECT, Timestamp::now()),
-            Err(GrantError::Unknown),
-            "{}",
-            c.kind()
-        );
-    }
-}
-
-#[test]
-fn another_client_is_refused_without_spending_the_code_and_a_redirect_mismatch_burns_it() {
-    for (c, _) in caches() {
-        let k = c.kind();
-        let code = issue_code(&*c, grant(), now(), 60).unwrap();
-        for other in ["attacker", "franceconnect-cor", &format!("{CLIENT}x")] {
-            assert_eq!(
-                redeem_code(&*c, &code, other, REDIRECT, now()),
-                Err(GrantError::Unknown),
-                "{k}: another registered client presenting the code gets invalid_grant"
-            );
-        }
-        let got = redeem_code(&*c, &code, CLIENT, REDIRECT, now().plus_seconds(1));
-        assert_eq!(got.map(|g| g.client_id), Ok(CLIENT.to_owned()), "{k}: the rightful client still redeems it");
-        assert_eq!(redeem_code(&*c, &code, CLIENT, REDIRECT, now().plus_seconds(2)), Err(GrantError::Replayed), "{k}");
-
+        let grants = GrantStore::new(&*c);
+        let code = code_for(&*c, 30);
+        assert!(exchange(&*c, CLIENT, &code, REDIRECT, now().plus_seconds(30)).unwrap_err().contains("expiré"), "{k}: refused by the clock");
+        assert_eq!(grants.redeem_code(CLIENT, &code), Err(GrantError::Replayed), "{k}: and consumed");
         for wrong in [
             "https://core.fc.test/api/v2/oidc-callback/",
             "https://core.fc.test/api/v2/oidc-callback?x=1",
             "https://CORE.fc.test/api/v2/oidc-callback",
             "http://core.fc.test/api/v2/oidc-callback",
-            "https://core.fc.test/api/v2/oidc-callbac",
             "",
         ] {
-            let code = issue_code(&*c, grant(), now(), 60).unwrap();
-            assert_eq!(
-                redeem_code(&*c, &code, CLIENT, wrong, now()),
-                Err(GrantError::RedirectMismatch),
-                "{k}: {wrong:?}"
-            );
-            assert_eq!(
-                redeem_code(&*c, &code, CLIENT, REDIRECT, now()),
-                Err(GrantError::Replayed),
-                "{k}: {wrong:?}"
-            );
+            let code = code_for(&*c, 60);
+            assert!(exchange(&*c, CLIENT, &code, wrong, now()).unwrap_err().contains("redirect_uri"), "{k}: {wrong:?}");
+            assert_eq!(grants.redeem_code(CLIENT, &code), Err(GrantError::Replayed), "{k}: {wrong:?}");
         }
+        let code = code_for(&*c, 60);
+        assert!(exchange(&*c, CLIENT, &code, REDIRECT, now().plus_seconds(29)).is_ok(), "{k}");
     }
 }
 
 #[test]
-fn the_code_lifetime_is_capped_at_sixty_seconds() {
+fn another_client_is_refused_without_spending_the_code() {
+    for (c, _) in caches() {
+        let k = c.kind();
+        let code = code_for(&*c, 60);
+        for other in ["attacker", "franceconnect-cor", &format!("{CLIENT}x")] {
+            assert_eq!(GrantStore::new(&*c).redeem_code(other, &code).map(|_| ()), Err(GrantError::Unknown), "{k}: {other}");
+        }
+        assert!(exchange(&*c, CLIENT, &code, REDIRECT, now().plus_seconds(1)).is_ok(), "{k}: the rightful client still redeems it");
+    }
+}
+
+#[test]
+fn a_code_disappears_from_the_cache_after_its_ttl_capped_at_sixty_seconds() {
     for (c, prefix) in caches() {
         let k = c.kind();
-        let code = issue_code(&*c, grant(), now(), 3600).unwrap();
+        let code = GrantStore::new(&*c).issue_code(&Issued::new(grant(), Timestamp::now(), 1)).unwrap();
+        std::thread::sleep(Duration::from_millis(1200));
+        assert_eq!(GrantStore::new(&*c).redeem_code(CLIENT, &code).map(|_| ()), Err(GrantError::Unknown), "{k}");
         if let Some(prefix) = &prefix {
-            let ttls: Vec<i64> = redis_dump(prefix)
-                .into_iter()
-                .filter(|(key, _, _)| key.contains("oidc:code:"))
-                .map(|(_, _, ttl)| ttl)
-                .collect();
+            code_for(&*c, 3600);
+            let ttls: Vec<i64> = redis_dump(prefix).into_iter().filter(|(key, _, _)| key.contains("oidc:code:")).map(|(_, _, ttl)| ttl).collect();
             assert_eq!(ttls.len(), 1, "{k}");
-            assert!(
-                ttls[0] > 0 && ttls[0] <= 60_000,
-                "{k}: cache TTL {} ms",
-                ttls[0]
-            );
+            assert!(ttls[0] > 0 && ttls[0] <= (MAX_CODE_TTL_SECONDS * 1000) as i64, "{k}: {ttls:?}");
         }
-        assert_eq!(
-            redeem_code(
-                &*c,
-                &code,
-                CLIENT,
-                REDIRECT,
-                now().plus_seconds(MAX_CODE_TTL_SECONDS as i64)
-            ),
-            Err(GrantError::Expired),
-            "{k}: clamped to 60 s"
-        );
-        let code = issue_code(&*c, grant(), now(), 3600).unwrap();
-        let g = redeem_code(&*c, &code, CLIENT, REDIRECT, now().plus_seconds(59)).unwrap();
-        assert_eq!(g.expires_at - g.issued_at, 60_000_000, "{k}");
-
-        let zero = issue_code(&*c, grant(), now(), 0).unwrap();
-        let g = redeem_code(&*c, &zero, CLIENT, REDIRECT, now()).unwrap();
-        assert_eq!(
-            g.expires_at - g.issued_at,
-            1_000_000,
-            "{k}: at least one second"
-        );
     }
 }
 
 #[test]
 fn codes_and_tokens_are_stored_only_hashed() {
     for (inner, prefix) in caches() {
-        let spy = Spy {
-            inner,
-            seen: Mutex::new(Vec::new()),
-        };
-        let k = spy.kind();
-        let code = issue_code(&spy, grant(), now(), 60).unwrap();
-        let live_code = issue_code(&spy, grant(), now(), 60).unwrap();
-        let g = redeem_code(&spy, &code, CLIENT, REDIRECT, now()).unwrap();
-        let at = issue_access_token(&spy, access_grant(&g), now(), 60).unwrap();
-        record_issued(&spy, CLIENT, &code, &token_hash(&at)).unwrap();
-        assert!(find_access_token(&spy, &at, now()).unwrap().is_some());
-
+        let k = inner.kind();
+        let spy = Spy { inner: inner.clone(), seen: Mutex::new(Vec::new()) };
+        let code = code_for(&spy, 60);
+        let live_code = code_for(&spy, 60);
+        let at = exchange(&spy, CLIENT, &code, REDIRECT, now()).unwrap();
         for secret in [&code, &live_code, &at] {
             assert!(!spy.saw(secret), "{k}: a raw secret reached the cache");
         }
@@ -459,26 +295,13 @@ fn codes_and_tokens_are_stored_only_hashed() {
         if let Some(prefix) = prefix {
             let dump = redis_dump(&prefix);
             let keys: Vec<&str> = dump.iter().map(|(key, _, _)| key.as_str()).collect();
-            assert!(
-                keys.contains(&format!("{prefix}oidc:code:{}", code_hash(CLIENT, &live_code)).as_str()),
-                "{keys:?}"
-            );
-            assert!(
-                keys.contains(&format!("{prefix}oidc:at:{}", token_hash(&at)).as_str()),
-                "{keys:?}"
-            );
-            assert!(
-                keys.contains(&format!("{prefix}oidc:code-used:{}", code_hash(CLIENT, &code)).as_str()),
-                "{keys:?}"
-            );
+            assert!(keys.contains(&format!("{prefix}oidc:code:{}", code_hash(CLIENT, &live_code)).as_str()), "{keys:?}");
+            assert!(keys.contains(&format!("{prefix}oidc:at:{}", token_hash(&at)).as_str()), "{keys:?}");
+            assert!(keys.contains(&format!("{prefix}oidc:code-used:{}", code_hash(CLIENT, &code)).as_str()), "{keys:?}");
             for (key, value, ttl) in &dump {
                 assert!(*ttl > 0, "{key}: every entry has a TTL");
                 for secret in [&code, &live_code, &at] {
-                    assert!(!key.contains(secret.as_str()), "{key}");
-                    assert!(
-                        !contains(value, secret.as_bytes()),
-                        "{key}: value holds a raw secret"
-                    );
+                    assert!(!contains(value, secret.as_bytes()), "{key} holds a raw secret");
                 }
             }
         }
@@ -489,128 +312,58 @@ fn codes_and_tokens_are_stored_only_hashed() {
 fn access_tokens_expire_and_can_be_revoked() {
     for (c, _) in caches() {
         let k = c.kind();
-        let ag = access_grant(&grant());
-        let at = issue_access_token(&*c, ag.clone(), now(), 60).unwrap();
-        assert_eq!(at.len(), 43, "{k}");
-        let found = find_access_token(&*c, &at, now().plus_seconds(59)).unwrap();
-        assert_eq!(
-            found,
-            Some(AccessGrant {
-                expires_at: now().plus_seconds(60).micros(),
-                ..ag.clone()
-            }),
-            "{k}"
-        );
-        assert_eq!(
-            find_access_token(&*c, &at, now().plus_seconds(60)).unwrap(),
-            None,
-            "{k}: expired by the clock"
-        );
-        assert_eq!(
-            find_access_token(&*c, &at, now().plus_seconds(3600)).unwrap(),
-            None,
-            "{k}"
-        );
-        assert_eq!(
-            find_access_token(&*c, "not-a-token", now()).unwrap(),
-            None,
-            "{k}"
-        );
-
-        let long = issue_access_token(&*c, ag.clone(), now(), 86_400).unwrap();
-        let g = find_access_token(&*c, &long, now()).unwrap().unwrap();
-        assert_eq!(
-            g.expires_at,
-            now()
-                .plus_seconds(MAX_ACCESS_TOKEN_TTL_SECONDS as i64)
-                .micros(),
-            "{k}: clamped"
-        );
-
-        revoke_access_token(&*c, &at).unwrap();
-        assert_eq!(
-            find_access_token(&*c, &at, now()).unwrap(),
-            None,
-            "{k}: revoked"
-        );
-
-        let short = issue_access_token(&*c, ag.clone(), Timestamp::now(), 1).unwrap();
-        assert!(
-            find_access_token(&*c, &short, Timestamp::now())
-                .unwrap()
-                .is_some(),
-            "{k}"
-        );
-        std::thread::sleep(Duration::from_millis(1200));
-        assert_eq!(
-            find_access_token(&*c, &short, now()).unwrap(),
-            None,
-            "{k}: gone from the cache after its TTL"
-        );
+        let grants = GrantStore::new(&*c);
+        let code = code_for(&*c, 60);
+        let at = exchange(&*c, CLIENT, &code, REDIRECT, now()).unwrap();
+        let found = grants.token(&at, now().plus_seconds(119)).unwrap().expect("live");
+        assert_eq!(found.value, grant(), "{k}: the token carries the grant unchanged");
+        assert_eq!(grants.token(&at, now().plus_seconds(120)).unwrap(), None, "{k}: expired by the clock");
+        grants.revoke_token(&at).unwrap();
+        assert_eq!(grants.token(&at, now()).unwrap(), None, "{k}: revoked");
+        assert_eq!(grants.token("unknown-token", now()).unwrap(), None, "{k}");
     }
 }
 
 #[test]
-fn grant_errors_are_invalid_grant_and_do_not_tell_which_check_failed() {
-    let refusals = [
-        GrantError::Unknown,
-        GrantError::Expired,
-        GrantError::Replayed,
-        GrantError::ClientMismatch,
-        GrantError::RedirectMismatch,
-    ];
-    let descriptions: Vec<String> = refusals
-        .iter()
-        .map(|e| {
-            assert_eq!(e.code(), ErrorCode::InvalidGrant);
-            let o = OAuthError::from(e.clone());
-            assert_eq!(o.code, ErrorCode::InvalidGrant);
-            assert_eq!(o.http_status(), 400);
-            assert_eq!(
-                o.detail.as_deref(),
-                Some(e.to_string().as_str()),
-                "the reason goes to the log"
-            );
-            o.description
-        })
-        .collect();
-    assert!(descriptions.windows(2).all(|w| w[0] == w[1]));
-    let o = OAuthError::from(GrantError::Cache("connexion refusée".into()));
-    assert_eq!(o.code, ErrorCode::ServerError);
-    assert!(!o.description.contains("connexion"));
+fn flows_are_kept_until_they_end_once() {
+    for (c, _) in caches() {
+        let k = c.kind();
+        let grants = GrantStore::new(&*c);
+        let flow = Issued::new(vec!["une".to_owned(), "démarche".to_owned()], now(), 300);
+        grants.put_flow("f1", &flow, now()).unwrap();
+        assert_eq!(grants.flow::<Vec<String>>("f1").unwrap(), Some(flow.clone()), "{k}");
+        assert!(grants.take_flow("f1").unwrap(), "{k}");
+        assert!(!grants.take_flow("f1").unwrap(), "{k}: ended once");
+        assert_eq!(grants.flow::<Vec<String>>("f1").unwrap(), None, "{k}");
+    }
+}
+
+#[test]
+fn refusals_are_invalid_grant_and_do_not_tell_which_check_failed() {
+    let mut descriptions: Vec<String> = Vec::new();
+    for e in [GrantError::Unknown, GrantError::Replayed] {
+        assert_eq!(e.code(), ErrorCode::InvalidGrant);
+        let o = OAuthError::from(e.clone());
+        assert_eq!((o.code, o.http_status()), (ErrorCode::InvalidGrant, 400));
+        assert_eq!(o.detail.as_deref(), Some(e.to_string().as_str()), "the reason goes to the log");
+        descriptions.push(o.description);
+    }
+    for r in [RedemptionRefusal::Expired, RedemptionRefusal::OtherClient, RedemptionRefusal::OtherRedirect, RedemptionRefusal::Pkce] {
+        let o = OAuthError::from(r);
+        assert_eq!((o.code, o.http_status()), (ErrorCode::InvalidGrant, 400));
+        descriptions.push(o.description);
+    }
+    descriptions.dedup();
+    assert_eq!(descriptions.len(), 1, "one description for every refusal: {descriptions:?}");
+    let cache = OAuthError::from(GrantError::Cache("down".into()));
+    assert_eq!((cache.code, cache.http_status()), (ErrorCode::ServerError, 500));
 }
 
 #[test]
 fn an_unreachable_cache_is_an_error_not_an_unknown_code() {
     let r = Redis::new("redis://127.0.0.1:1", "x:").unwrap();
-    assert!(issue_code(&r, grant(), now(), 60).is_err());
-    assert!(matches!(
-        redeem_code(&r, "whatever", CLIENT, REDIRECT, now()),
-        Err(GrantError::Cache(_))
-    ));
-    assert!(find_access_token(&r, "whatever", now()).is_err());
-}
-
-#[test]
-fn the_token_endpoint_path_revokes_its_token_on_a_replay_before_or_after_storing_it() {
-    for (c, _) in caches() {
-        let k = c.kind();
-        let t = now().plus_seconds(1);
-        // Replay after the token is stored: the replay revokes it.
-        let code = issue_code(&*c, grant(), now(), 60).unwrap();
-        let (g, at) = redeem_code_for_token(&*c, &code, CLIENT, REDIRECT, t).unwrap();
-        store_access_token(&*c, &at, access_grant(&g), t, 60).unwrap();
-        assert_eq!(confirm_not_replayed(&*c, CLIENT, &code), Ok(()), "{k}");
-        assert!(find_access_token(&*c, &at, t).unwrap().is_some(), "{k}");
-        assert_eq!(redeem_code(&*c, &code, CLIENT, REDIRECT, t), Err(GrantError::Replayed), "{k}");
-        assert_eq!(find_access_token(&*c, &at, t).unwrap(), None, "{k}: revoked by the replay");
-
-        // Replay between the redemption and the storing: the redeemer sees it and revokes.
-        let code = issue_code(&*c, grant(), now(), 60).unwrap();
-        let (g, at) = redeem_code_for_token(&*c, &code, CLIENT, REDIRECT, t).unwrap();
-        assert_eq!(redeem_code(&*c, &code, CLIENT, REDIRECT, t), Err(GrantError::Replayed), "{k}");
-        store_access_token(&*c, &at, access_grant(&g), t, 60).unwrap();
-        assert_eq!(confirm_not_replayed(&*c, CLIENT, &code), Err(GrantError::Replayed), "{k}");
-        assert_eq!(find_access_token(&*c, &at, t).unwrap(), None, "{k}");
-    }
+    let grants = GrantStore::new(&r);
+    assert!(grants.issue_code(&Issued::new(grant(), now(), 60)).is_err());
+    assert!(matches!(grants.redeem_code(CLIENT, "whatever"), Err(GrantError::Cache(_))));
+    assert!(grants.token("whatever", now()).is_err());
 }

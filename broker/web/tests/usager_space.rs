@@ -103,15 +103,16 @@ async fn a_usager_sees_their_mandats_and_uses_only_and_revokes_them() {
         let p = b.post(&app, &format!("/espace-usager/autorisations/{argent}/revoquer"), &[("csrf", "x")]).await;
         assert_eq!(p.status, StatusCode::FORBIDDEN);
 
-        let allowed = Demarche::ALL.to_vec();
-        assert!(idp::usager_autorisations(&w.t.db, org, marie, &allowed, w.clock.now()).unwrap().iter().any(|a| a.demarche == Demarche::Argent));
+        let by = idp::in_organisation(&w.t.db, broker_core::capability::AidantId(w.aidant_id)).unwrap().expect("the aidant's structure");
+        assert_eq!(by.organisation().get(), org);
+        assert!(idp::usager_autorisations(&w.t.db, &by, broker_core::capability::UsagerId(marie), w.clock.now()).unwrap().iter().any(|a| a.demarche == Demarche::Argent));
         let done = b.post(&app, &format!("/espace-usager/autorisations/{argent}/revoquer"), &[("csrf", &csrf)]).await;
         let location = done.location.expect("back to the space");
         let fp = location.strip_prefix("/espace-usager?revocation=").expect("with the attestation").to_owned();
         let after = b.get(&app, &location).await;
         assert!(after.shows("La révocation est enregistrée"));
         // The next IdP flow no longer offers that démarche.
-        let left = idp::usager_autorisations(&w.t.db, org, marie, &allowed, w.clock.now()).unwrap();
+        let left = idp::usager_autorisations(&w.t.db, &by, broker_core::capability::UsagerId(marie), w.clock.now()).unwrap();
         assert!(left.iter().all(|a| a.demarche != Demarche::Argent) && left.iter().any(|a| a.demarche == Demarche::Famille), "{left:?}");
         let entry = broker_testkit::journal(&w.t.db, |c| journal::page(c, 0, 1000)).unwrap().into_iter().find(|e| e.action == "autorisation_revoked").unwrap();
         assert_eq!((entry.aidant, entry.usager, entry.organisation), (None, Some(marie), Some(org)));

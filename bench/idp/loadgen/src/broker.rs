@@ -11,7 +11,10 @@ use broker_core::mandat::Duree;
 use broker_core::secret::random_bytes;
 use broker_core::{Demarche, Timestamp};
 use broker_store::cache::Redis;
-use broker_store::oidc_state::{self, AccessGrant, CodeGrant};
+use broker_core::capability::{ActingFor, AidantId};
+use broker_core::oidc::claims::Scope;
+use broker_core::oidc::grant::{Grant, Issued};
+use broker_store::oidc_state::GrantStore;
 use broker_store::seal::Sealer;
 use broker_store::{admin, mandats, DatabaseUrl, Db};
 use diesel::connection::SimpleConnection;
@@ -36,6 +39,8 @@ pub struct Seeded {
     pub demarche: String,
     pub autorisation_id: i64,
     pub mandat_id: i64,
+    /// The aidant's capability to act for the usager, as `/authorize` checks it.
+    pub acting: ActingFor,
 }
 
 pub fn open_db(database_url: &str, pool: u32) -> anyhow::Result<Db> {
@@ -86,6 +91,12 @@ pub fn seed(db: &Db, redirect_uri: &str) -> anyhow::Result<Seeded> {
     // The sealing key only serves HS256 clients' secrets: this client is ES256.
     let client = admin::create_client(db, &Sealer::new(&random_bytes::<32>()), &registration).context("client")?;
     db.flush_journal();
+    let by = broker_store::idp::in_organisation(db, AidantId(aidant.id))?.context("aidant sans structure")?;
+    let chosen = broker_store::idp::usager_autorisations(db, &by, broker_core::capability::UsagerId(usager_id), now)?
+        .into_iter()
+        .next()
+        .context("aucune autorisation active")?;
+    let acting = broker_store::idp::acting_for(db, &by, &chosen, now)?.context("mandat non vérifié")?;
     Ok(Seeded {
         client_id: client.client_id,
         client_secret: registration.secret.expose().to_owned(),
@@ -97,45 +108,33 @@ pub fn seed(db: &Db, redirect_uri: &str) -> anyhow::Result<Seeded> {
         demarche: demarche.key().to_owned(),
         autorisation_id,
         mandat_id: mandat.mandat_id,
+        acting,
     })
 }
 
-fn code_grant(s: &Seeded) -> CodeGrant {
+fn grant(s: &Seeded) -> Grant {
     let now = Timestamp::now();
-    CodeGrant {
+    Grant {
         client_id: s.client_id.clone(),
         redirect_uri: s.redirect_uri.clone(),
         nonce: hex_token(),
         code_challenge: None,
-        scopes: ["openid", "profile", "email", "birth"].map(String::from).to_vec(),
-        aidant_id: s.aidant_id,
-        organisation_id: s.organisation_id,
-        usager_id: s.usager_id,
+        scopes: Scope::ALL.to_vec(),
+        acting: s.acting.clone(),
         usager_sub: s.usager_sub.clone(),
-        demarche: s.demarche.clone(),
-        autorisation_id: s.autorisation_id,
-        mandat_id: s.mandat_id,
         rep_scope: Some(s.demarche.clone()),
-        auth_time: now.plus_seconds(-30).micros(),
+        auth_time: now.plus_seconds(-30),
         amr: ["otp", "mfa"].map(String::from).to_vec(),
-        issued_at: 0,
-        expires_at: 0,
     }
 }
 
-fn access_grant(s: &Seeded) -> AccessGrant {
-    AccessGrant {
-        client_id: s.client_id.clone(),
-        usager_id: s.usager_id,
-        usager_sub: s.usager_sub.clone(),
-        aidant_id: s.aidant_id,
-        organisation_id: s.organisation_id,
-        demarche: s.demarche.clone(),
-        autorisation_id: s.autorisation_id,
-        mandat_id: s.mandat_id,
-        scopes: ["openid", "profile", "email", "birth"].map(String::from).to_vec(),
-        expires_at: 0,
-    }
+/// An access token minted through the production path: a code issued, redeemed and
+/// exchanged.
+fn access_token(grants: GrantStore<'_>, s: &Seeded, now: Timestamp) -> anyhow::Result<String> {
+    let code = grants.issue_code(&Issued::new(grant(s), now, CODE_SECONDS))?;
+    let (issued, token) = grants.redeem_code(&s.client_id, &code).map_err(|e| anyhow::anyhow!("{e}"))?;
+    grants.store_token_confirming(&token, &Issued::new(issued.value, now, ACCESS_TOKEN_SECONDS), &code, now).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(token)
 }
 
 fn hex_token() -> String {
@@ -160,9 +159,10 @@ pub fn mint(cache: &Redis, seeded: &Seeded, what: Mint, n: usize) -> anyhow::Res
                     let mut v = Vec::with_capacity(count);
                     for _ in 0..count {
                         let now = Timestamp::now();
+                        let grants = GrantStore::new(cache);
                         v.push(match what {
-                            Mint::Codes => oidc_state::issue_code(cache, code_grant(seeded), now, CODE_SECONDS)?,
-                            Mint::AccessTokens => oidc_state::issue_access_token(cache, access_grant(seeded), now, ACCESS_TOKEN_SECONDS)?,
+                            Mint::Codes => grants.issue_code(&Issued::new(grant(seeded), now, CODE_SECONDS))?,
+                            Mint::AccessTokens => access_token(grants, seeded, now)?,
                         });
                     }
                     Ok(v)

@@ -23,19 +23,17 @@ use broker_core::oidc::authorize::{try_validate, AuthorizeRequest, Rejection};
 use broker_core::oidc::rep_scope::RepScope;
 use broker_core::oidc::error::{ErrorCode, OAuthError};
 use broker_core::secret::{random_bytes, sha256_hex};
-use broker_core::{Demarche, Timestamp};
+use broker_core::capability::{AidantId, InOrganisation, UsagerId};
+use broker_core::oidc::grant::{Grant, Issued};
 use broker_store::idp::{self, ActiveAutorisation, Candidate};
-use broker_store::oidc_state::{self, CodeGrant};
-use broker_store::{admin, auth};
+use broker_store::oidc_state::GrantStore;
 use serde::{Deserialize, Serialize};
-use std::time::Duration;
 
 /// The whole flow, from `/authorize` to the code, must end within 5 minutes.
 pub const FLOW_SECONDS: i64 = 300;
 /// Codes live 60 seconds at most.
 pub const CODE_SECONDS: u64 = 60;
 
-const FLOW_PREFIX: &str = "oidc:flow:";
 const FLOW_COOKIE_PREFIX: &str = "ac_flux_";
 
 /// A validated authorization request in progress.
@@ -46,32 +44,23 @@ struct Flow {
     redirect_uri: String,
     state: String,
     nonce: String,
-    scopes: Vec<String>,
+    scopes: Vec<broker_core::oidc::claims::Scope>,
     prompt_login: bool,
     rep_scope: Option<RepScope>,
     code_challenge: Option<String>,
-    created_at: i64,
-    /// SHA-256 of the random value kept in the starting browser's session.
+    /// SHA-256 of the random value in the starting browser's flow cookie.
     binding: String,
     /// The usager picked at the first step.
     usager_id: Option<i64>,
 }
 
 impl Flow {
-    fn expires_at(&self) -> Timestamp {
-        Timestamp::from_micros(self.created_at).plus_seconds(FLOW_SECONDS)
-    }
-
     fn redirect(&self, issuer: &str, error: OAuthError) -> HttpResponse {
         match error.redirect_url(&self.redirect_uri, Some(&self.state), issuer) {
             Ok(url) => guard::see_other(url.as_str()),
             Err(_) => pages::server_error(),
         }
     }
-}
-
-fn flow_key(id: &str) -> String {
-    format!("{FLOW_PREFIX}{}", sha256_hex(id.as_bytes()))
 }
 
 /// The cookie binding flow `id` to the browser that started it (`value`), or its
@@ -181,13 +170,9 @@ async fn start(params: Vec<(String, String)>, state: web::Data<AppState>, sessio
         };
     }
     let b = hex::encode(random_bytes::<32>());
-    let flow = new_flow(request, client_name, now, &b);
+    let flow = Issued::new(new_flow(request, client_name, &b), now, FLOW_SECONDS as u64);
     let id = hex::encode(random_bytes::<16>());
-    let bytes = match serde_json::to_vec(&flow) {
-        Ok(b) => b,
-        Err(_) => return pages::server_error(),
-    };
-    if let Err(e) = state.cache.put(&flow_key(&id), &bytes, Duration::from_secs(FLOW_SECONDS as u64)) {
+    if let Err(e) = GrantStore::new(state.cache.as_ref()).put_flow(&id, &flow, now) {
         tracing::error!(error = %e, "flow not stored");
         return pages::server_error();
     }
@@ -198,81 +183,71 @@ async fn start(params: Vec<(String, String)>, state: web::Data<AppState>, sessio
     res
 }
 
-fn new_flow(r: AuthorizeRequest, client_name: String, now: Timestamp, binding: &str) -> Flow {
+fn new_flow(r: AuthorizeRequest, client_name: String, binding: &str) -> Flow {
     Flow {
         client_id: r.client_id,
         client_name,
         redirect_uri: r.redirect_uri,
         state: r.state,
         nonce: r.nonce,
-        scopes: r.scopes.iter().map(|s| s.key().to_owned()).collect(),
+        scopes: r.scopes,
         prompt_login: r.prompt_login,
         rep_scope: r.rep_scope,
         code_challenge: r.code_challenge,
-        created_at: now.micros(),
         binding: sha256_hex(binding.as_bytes()),
         usager_id: None,
     }
 }
 
 /// The flow of this browser, if it is still live.
-fn load_flow(state: &AppState, req: &HttpRequest, id: &str) -> Result<Flow, HttpResponse> {
+fn load_flow(state: &AppState, req: &HttpRequest, id: &str) -> Result<Issued<Flow>, HttpResponse> {
     if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(expired_page());
     }
-    let bytes = match state.cache.get(&flow_key(id)) {
-        Ok(Some(b)) => b,
+    let flow: Issued<Flow> = match GrantStore::new(state.cache.as_ref()).flow(id) {
+        Ok(Some(f)) => f,
         Ok(None) => return Err(expired_page()),
         Err(e) => {
             tracing::error!(error = %e, "flow not read");
             return Err(pages::server_error());
         }
     };
-    let flow: Flow = serde_json::from_slice(&bytes).map_err(|_| pages::server_error())?;
-    let bound = binding(req, id).is_some_and(|b| broker_core::secret::constant_time_eq(sha256_hex(b.as_bytes()).as_bytes(), flow.binding.as_bytes()));
-    if !bound || state.clock.now() >= flow.expires_at() {
+    let bound = binding(req, id).is_some_and(|b| broker_core::secret::constant_time_eq(sha256_hex(b.as_bytes()).as_bytes(), flow.value.binding.as_bytes()));
+    if !bound || !flow.live_at(state.clock.now()) {
         return Err(expired_page());
     }
     Ok(flow)
 }
 
-fn save_flow(state: &AppState, id: &str, flow: &Flow) -> Result<(), HttpResponse> {
-    let left = (flow.expires_at().micros() - state.clock.now().micros()) / 1_000_000;
-    let bytes = serde_json::to_vec(flow).map_err(|_| pages::server_error())?;
-    state.cache.put(&flow_key(id), &bytes, Duration::from_secs(left.max(1) as u64)).map_err(|e| {
+fn save_flow(state: &AppState, id: &str, flow: &Issued<Flow>) -> Result<(), HttpResponse> {
+    GrantStore::new(state.cache.as_ref()).put_flow(id, flow, state.clock.now()).map_err(|e| {
         tracing::error!(error = %e, "flow not stored");
         pages::server_error()
     })
 }
 
-/// Who acts, for which organisation, on which démarches — checked at every step.
+/// Who acts — an aidant in their organisation, narrowed to the démarches the request
+/// accepts — checked at every step.
 struct Actor {
     who: SignedIn,
-    organisation_id: i64,
-    /// The organisation's allowed démarches ∩ the requested `rep_scope`.
-    allowed: Vec<Demarche>,
+    by: InOrganisation,
 }
 
 /// Signed in, second factor proved since the flow began when `prompt=login`, aidant
 /// active with a current organisation allowed the requested démarches.
-async fn actor(state: &web::Data<AppState>, session: &Session, id: &str, flow: &Flow) -> Result<Actor, HttpResponse> {
+async fn actor(state: &web::Data<AppState>, session: &Session, id: &str, issued: &Issued<Flow>) -> Result<Actor, HttpResponse> {
+    let flow = &issued.value;
     let here = format!("/autorisation/{id}");
     let who = guard::require_signed_in(state, session, &here)?;
-    if flow.prompt_login && who.fresh_at.micros() < flow.created_at {
+    if flow.prompt_login && who.fresh_at < issued.issued_at {
         let mut u = url::form_urlencoded::Serializer::new(String::new());
         u.append_pair("suite", &here);
         return Err(guard::see_other(&format!("/reauthentification?{}", u.finish())));
     }
     let st = state.clone();
-    let aidant_id = who.aidant_id;
-    let found = web::block(move || -> Result<Option<(i64, Vec<Demarche>)>, broker_store::StoreError> {
-        let Some(a) = st.db.read(|c| auth::find_active_by_id(c, aidant_id))? else { return Ok(None) };
-        let Some(org_id) = a.current_organisation_id else { return Ok(None) };
-        let org = st.db.read(|c| admin::find_organisation(c, org_id))?;
-        Ok(Some((org_id, org.allowed())))
-    })
-    .await;
-    let (organisation_id, org_allowed) = match found {
+    let aidant_id = AidantId(who.aidant_id);
+    let found = web::block(move || idp::in_organisation(&st.db, aidant_id)).await;
+    let by = match found {
         Ok(Ok(Some(x))) => x,
         Ok(Ok(None)) => {
             session.purge();
@@ -280,30 +255,30 @@ async fn actor(state: &web::Data<AppState>, session: &Session, id: &str, flow: &
         }
         _ => return Err(pages::server_error()),
     };
-    let allowed = match &flow.rep_scope {
-        Some(requested) => match requested.within(&org_allowed) {
-            Ok(allowed) => allowed,
+    let by = match &flow.rep_scope {
+        Some(requested) => match requested.within(by.allowed()) {
+            Ok(accepted) => by.narrowed(&accepted),
             Err(e) => {
-                let _ = state.cache.delete(&flow_key(id));
+                let _ = GrantStore::new(state.cache.as_ref()).take_flow(id);
                 return Err(flow.redirect(&state.issuer, e));
             }
         },
-        None => org_allowed,
+        None => by,
     };
-    Ok(Actor { who, organisation_id, allowed })
+    Ok(Actor { who, by })
 }
 
 /// The live flow of this browser and who acts in it, checked again.
-async fn step(state: &web::Data<AppState>, req: &HttpRequest, session: &Session, id: &str) -> Result<(Flow, Actor), HttpResponse> {
+async fn step(state: &web::Data<AppState>, req: &HttpRequest, session: &Session, id: &str) -> Result<(Issued<Flow>, Actor), HttpResponse> {
     let flow = load_flow(state, req, id)?;
     let actor = actor(state, session, id, &flow).await?;
     Ok((flow, actor))
 }
 
 /// [`step`] at the démarche stage: also the usager picked and their autorisations now.
-async fn demarche_step(state: &web::Data<AppState>, req: &HttpRequest, session: &Session, id: &str) -> Result<(Flow, Actor, i64, Vec<ActiveAutorisation>), HttpResponse> {
+async fn demarche_step(state: &web::Data<AppState>, req: &HttpRequest, session: &Session, id: &str) -> Result<(Issued<Flow>, Actor, i64, Vec<ActiveAutorisation>), HttpResponse> {
     let (flow, actor) = step(state, req, session, id).await?;
-    let Some(usager_id) = flow.usager_id else {
+    let Some(usager_id) = flow.value.usager_id else {
         return Err(guard::see_other(&format!("/autorisation/{id}")));
     };
     let auts = usager_autorisations(state, &actor, usager_id).await?;
@@ -375,13 +350,13 @@ pub async fn choose_usager(req: HttpRequest, path: web::Path<String>, q: web::Qu
         Err(r) => return r,
     };
     let search = q.q.clone().unwrap_or_default();
-    render_usagers(&state, &session, &id, &flow, &actor, &search, None).await
+    render_usagers(&state, &session, &id, &flow.value, &actor, &search, None).await
 }
 
 async fn render_usagers(state: &web::Data<AppState>, session: &Session, id: &str, flow: &Flow, actor: &Actor, search: &str, error: Option<&str>) -> HttpResponse {
     let st = state.clone();
-    let (org, allowed, now, s) = (actor.organisation_id, actor.allowed.clone(), state.clock.now(), search.to_owned());
-    let found = web::block(move || idp::candidates(&st.db, org, &allowed, now, Some(&s))).await;
+    let (by, now, s) = (actor.by.clone(), state.clock.now(), search.to_owned());
+    let found = web::block(move || idp::candidates(&st.db, &by, now, Some(&s))).await;
     let usagers = match found {
         Ok(Ok(list)) => list.iter().map(usager_view).collect(),
         Ok(Err(e)) => {
@@ -406,8 +381,8 @@ pub struct UsagerForm {
 
 async fn usager_autorisations(state: &web::Data<AppState>, actor: &Actor, usager_id: i64) -> Result<Vec<ActiveAutorisation>, HttpResponse> {
     let st = state.clone();
-    let (org, allowed, now) = (actor.organisation_id, actor.allowed.clone(), state.clock.now());
-    match web::block(move || idp::usager_autorisations(&st.db, org, usager_id, &allowed, now)).await {
+    let (by, now) = (actor.by.clone(), state.clock.now());
+    match web::block(move || idp::usager_autorisations(&st.db, &by, UsagerId(usager_id), now)).await {
         Ok(Ok(list)) => Ok(list),
         Ok(Err(e)) => {
             tracing::error!(error = %e, "autorisations not read");
@@ -429,17 +404,17 @@ pub async fn pick_usager(req: HttpRequest, path: web::Path<String>, form: web::F
         Err(r) => return r,
     };
     let Ok(usager_id) = form.usager.parse::<i64>() else {
-        return render_usagers(&state, &session, &id, &flow, &actor, "", Some(NO_LONGER)).await;
+        return render_usagers(&state, &session, &id, &flow.value, &actor, "", Some(NO_LONGER)).await;
     };
     let auts = match usager_autorisations(&state, &actor, usager_id).await {
         Ok(a) => a,
         Err(r) => return r,
     };
     match auts.as_slice() {
-        [] => render_usagers(&state, &session, &id, &flow, &actor, "", Some(NO_LONGER)).await,
-        [only] => issue(&state, &session, &id, &flow, &actor, usager_id, only).await,
+        [] => render_usagers(&state, &session, &id, &flow.value, &actor, "", Some(NO_LONGER)).await,
+        [only] => issue(&state, &session, &id, &flow.value, &actor, usager_id, only).await,
         _ => {
-            flow.usager_id = Some(usager_id);
+            flow.value.usager_id = Some(usager_id);
             if let Err(r) = save_flow(&state, &id, &flow) {
                 return r;
             }
@@ -450,8 +425,8 @@ pub async fn pick_usager(req: HttpRequest, path: web::Path<String>, form: web::F
 
 async fn usager_name(state: &web::Data<AppState>, actor: &Actor, usager_id: i64) -> String {
     let st = state.clone();
-    let (org, allowed, now) = (actor.organisation_id, actor.allowed.clone(), state.clock.now());
-    web::block(move || idp::candidate(&st.db, org, usager_id, &allowed, now))
+    let (by, now) = (actor.by.clone(), state.clock.now());
+    web::block(move || idp::candidate(&st.db, &by, UsagerId(usager_id), now))
         .await
         .ok()
         .and_then(Result::ok)
@@ -467,7 +442,7 @@ pub async fn choose_demarche(req: HttpRequest, path: web::Path<String>, state: w
         Err(r) => return r,
     };
     if auts.is_empty() {
-        return render_usagers(&state, &session, &id, &flow, &actor, "", Some(NO_LONGER)).await;
+        return render_usagers(&state, &session, &id, &flow.value, &actor, "", Some(NO_LONGER)).await;
     }
     let header = pages::header_for(&state, &session, actor.who.aidant_id).await;
     let usager_name = usager_name(&state, &actor, usager_id).await;
@@ -475,7 +450,7 @@ pub async fn choose_demarche(req: HttpRequest, path: web::Path<String>, state: w
         .iter()
         .map(|a| pages::DemarcheView { key: a.demarche.key(), title: a.demarche.title(), description: a.demarche.description() })
         .collect();
-    pages::render(&ChooseDemarche { header, csrf: guard::csrf_token(&session), flow: &id, client_name: &flow.client_name, usager_name, demarches })
+    pages::render(&ChooseDemarche { header, csrf: guard::csrf_token(&session), flow: &id, client_name: &flow.value.client_name, usager_name, demarches })
 }
 
 #[derive(Deserialize)]
@@ -494,51 +469,52 @@ pub async fn pick_demarche(req: HttpRequest, path: web::Path<String>, form: web:
         Err(r) => return r,
     };
     match auts.iter().find(|a| a.demarche.key() == form.demarche) {
-        Some(a) => issue(&state, &session, &id, &flow, &actor, usager_id, a).await,
-        None => render_usagers(&state, &session, &id, &flow, &actor, "", Some(NO_LONGER)).await,
+        Some(a) => issue(&state, &session, &id, &flow.value, &actor, usager_id, a).await,
+        None => render_usagers(&state, &session, &id, &flow.value, &actor, "", Some(NO_LONGER)).await,
     }
 }
 
 /// Issues the code for the autorisation just checked, ends the flow, and sends the
 /// browser back to the client.
 async fn issue(state: &web::Data<AppState>, session: &Session, id: &str, flow: &Flow, actor: &Actor, usager_id: i64, a: &ActiveAutorisation) -> HttpResponse {
-    let st = state.clone();
-    let sub = match web::block(move || idp::usager_sub(&st.db, usager_id)).await {
-        Ok(Ok(s)) => s,
+    // The capability to act for this usager on this démarche, checked now from the
+    // mandat's facts; then the usager's broker id.
+    let (st, by, chosen, now) = (state.clone(), actor.by.clone(), *a, state.clock.now());
+    let checked = web::block(move || -> Result<Option<(broker_core::capability::ActingFor, String)>, broker_store::StoreError> {
+        let Some(acting) = idp::acting_for(&st.db, &by, &chosen, now)? else { return Ok(None) };
+        let sub = idp::usager_sub(&st.db, acting.usager())?;
+        Ok(Some((acting, sub)))
+    })
+    .await;
+    let (acting, usager_sub) = match checked {
+        Ok(Ok(Some(x))) if x.0.usager().get() == usager_id => x,
+        Ok(Ok(_)) => return render_usagers(state, session, id, flow, actor, "", Some(NO_LONGER)).await,
         _ => return pages::server_error(),
     };
-    let amr = guard::amr(session);
-    let grant = CodeGrant {
+    let grant = Grant {
         client_id: flow.client_id.clone(),
         redirect_uri: flow.redirect_uri.clone(),
         nonce: flow.nonce.clone(),
         code_challenge: flow.code_challenge.clone(),
         scopes: flow.scopes.clone(),
-        aidant_id: actor.who.aidant_id,
-        organisation_id: actor.organisation_id,
-        usager_id,
-        usager_sub: sub,
-        demarche: a.demarche.key().to_owned(),
-        autorisation_id: a.autorisation_id,
-        mandat_id: a.mandat_id,
-        rep_scope: flow.rep_scope.as_ref().map(|s| s.answer(a.demarche)),
-        auth_time: actor.who.fresh_at.micros(),
-        amr,
-        issued_at: 0,
-        expires_at: 0,
+        rep_scope: flow.rep_scope.as_ref().map(|s| s.answer(acting.demarche())),
+        acting,
+        usager_sub,
+        auth_time: actor.who.fresh_at,
+        amr: guard::amr(session),
     };
     // One flow, one code: the flow is taken before the code is issued, so that of two
     // concurrent submissions only one gets a code.
-    match state.cache.take(&flow_key(id)) {
-        Ok(Some(_)) => {}
-        Ok(None) => return expired_page(),
+    let grants = GrantStore::new(state.cache.as_ref());
+    match grants.take_flow(id) {
+        Ok(true) => {}
+        Ok(false) => return expired_page(),
         Err(e) => {
             tracing::error!(error = %e, "flow not ended");
             return pages::server_error();
         }
     }
-    let now = state.clock.now();
-    let code = match oidc_state::issue_code(state.cache.as_ref(), grant, now, CODE_SECONDS) {
+    let code = match grants.issue_code(&Issued::new(grant, state.clock.now(), CODE_SECONDS)) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "code not issued");
@@ -561,10 +537,10 @@ pub async fn cancel(req: HttpRequest, path: web::Path<String>, form: web::Form<C
     }
     let id = path.into_inner();
     let flow = match load_flow(&state, &req, &id) {
-        Ok(f) => f,
+        Ok(f) => f.value,
         Err(r) => return r,
     };
-    if let Err(e) = state.cache.delete(&flow_key(&id)) {
+    if let Err(e) = GrantStore::new(state.cache.as_ref()).take_flow(&id) {
         tracing::error!(error = %e, "flow not ended");
         return pages::server_error();
     }

@@ -6,12 +6,11 @@ use super::{form_pairs, hs256_secret, json_error, no_store, subject_and_act, Reg
 use crate::AppState;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use broker_core::oidc::authorize::verify_pkce;
 use broker_core::oidc::claims::{id_token_claims, sign_id_token, IdTokenInput};
 use broker_core::oidc::error::{ErrorCode, OAuthError};
+use broker_core::oidc::grant::{check_redemption, Issued, TokenRequest};
 use broker_core::secret::Secret;
-use broker_core::Timestamp;
-use broker_store::oidc_state::{self, AccessGrant};
+use broker_store::oidc_state::GrantStore;
 use data_encoding::BASE64;
 use serde_json::json;
 
@@ -95,46 +94,21 @@ fn exchange(state: &AppState, creds: &Credentials, params: &[(String, String)]) 
         Some(c) if matches => Registered::new(c),
         _ => return Err(OAuthError::new(ErrorCode::InvalidClient, "Authentification du client refusée.").with_detail(format!("client {}", creds.client_id.len()))),
     };
-    match one(params, "grant_type")? {
-        Some("authorization_code") => {}
-        Some(_) => return Err(OAuthError::new(ErrorCode::UnsupportedGrantType, "Seul grant_type=authorization_code est accepté.")),
-        None => return Err(OAuthError::invalid_request("grant_type est obligatoire")),
-    }
-    let code = one(params, "code")?.ok_or_else(|| OAuthError::invalid_request("code est obligatoire"))?;
-    let redirect_uri = one(params, "redirect_uri")?.ok_or_else(|| OAuthError::invalid_request("redirect_uri est obligatoire"))?;
-    let verifier = one(params, "code_verifier")?;
+    let request = TokenRequest::parse(params)?;
     let now = state.clock.now();
-    let (grant, access_token) = oidc_state::redeem_code_for_token(state.cache.as_ref(), code, &client.client.client_id, redirect_uri, now)?;
-    let pkce_ok = match (&grant.code_challenge, verifier) {
-        (Some(challenge), Some(v)) => verify_pkce(challenge, v),
-        (None, None) => true,
-        _ => false,
-    };
-    if !pkce_ok {
-        return Err(OAuthError::new(ErrorCode::InvalidGrant, "Code d'autorisation invalide, expiré ou déjà utilisé.").with_detail("PKCE"));
-    }
-    let access = AccessGrant {
-        client_id: grant.client_id.clone(),
-        usager_id: grant.usager_id,
-        usager_sub: grant.usager_sub.clone(),
-        aidant_id: grant.aidant_id,
-        organisation_id: grant.organisation_id,
-        demarche: grant.demarche.clone(),
-        autorisation_id: grant.autorisation_id,
-        mandat_id: grant.mandat_id,
-        scopes: grant.scopes.clone(),
-        expires_at: 0,
-    };
-    oidc_state::store_access_token_confirming(state.cache.as_ref(), &access_token, access, now, ACCESS_TOKEN_SECONDS, code)?;
+    let grants = GrantStore::new(state.cache.as_ref());
+    let (code, access_token) = grants.redeem_code(&client.client.client_id, request.code)?;
+    check_redemption(&code, &client.client.client_id, &request, now)?;
+    let grant = code.value;
+    let (sub, act) = subject_and_act(state, &client.client, &grant.usager_sub, grant.acting.aidant().get(), grant.acting.organisation().get())?;
     let alg = client.alg();
     let amr: Vec<&str> = grant.amr.iter().map(String::as_str).collect();
-    let (sub, act) = subject_and_act(state, &client.client, &grant.usager_sub, grant.aidant_id, grant.organisation_id)?;
     let claims = id_token_claims(&IdTokenInput {
         issuer: &state.issuer,
         client_id: &client.client.client_id,
         sub: &sub,
         nonce: &grant.nonce,
-        auth_time: Timestamp::from_micros(grant.auth_time),
+        auth_time: grant.auth_time,
         now,
         lifetime_seconds: ID_TOKEN_SECONDS,
         amr: &amr,
@@ -143,6 +117,8 @@ fn exchange(state: &AppState, creds: &Credentials, params: &[(String, String)]) 
         alg,
         act: act.as_ref(),
     });
+    let scope = grant.scopes.iter().map(|s| s.key()).collect::<Vec<_>>().join(" ");
+    grants.store_token_confirming(&access_token, &Issued::new(grant, now, ACCESS_TOKEN_SECONDS), request.code, now)?;
     let secret = hs256_secret(state, &client.client)?;
     let id_token = sign_id_token(&claims, alg, &state.signing.keys(), secret.as_deref(), now).map_err(OAuthError::internal)?;
     Ok(json!({
@@ -150,6 +126,6 @@ fn exchange(state: &AppState, creds: &Credentials, params: &[(String, String)]) 
         "token_type": "Bearer",
         "expires_in": ACCESS_TOKEN_SECONDS,
         "id_token": id_token,
-        "scope": grant.scopes.join(" "),
+        "scope": scope,
     }))
 }

@@ -11,7 +11,7 @@ use broker_core::client::UserinfoFormat;
 use broker_core::oidc::claims::{userinfo_claims, userinfo_jwt, Scope};
 use broker_core::oidc::error::{ErrorCode, OAuthError};
 use broker_store::idp::{self, Disclosure};
-use broker_store::oidc_state;
+use broker_store::oidc_state::{token_hash, GrantStore};
 
 fn bearer(req: &HttpRequest) -> Option<String> {
     let h = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
@@ -61,16 +61,17 @@ pub async fn userinfo(req: HttpRequest, state: web::Data<AppState>) -> HttpRespo
 
 fn answer(state: &AppState, token: &str) -> Result<Answer, OAuthError> {
     let now = state.clock.now();
-    let cache = state.cache.as_ref();
-    let Some(grant) = oidc_state::find_access_token(cache, token, now).map_err(OAuthError::internal)? else {
+    let grants = GrantStore::new(state.cache.as_ref());
+    let Some(issued) = grants.token(token, now).map_err(OAuthError::internal)? else {
         return Ok(Answer::Refused("Jeton inconnu, expiré ou révoqué."));
     };
+    let grant = issued.value;
     // What this client is told about who, worked out before the token is spent.
     let Some(registered) = state.clients.get(&state.db, &grant.client_id).map_err(OAuthError::internal)? else {
         return Ok(Answer::Refused("Ce service en ligne n'est plus autorisé."));
     };
-    let (sub, act) = subject_and_act(state, &registered, &grant.usager_sub, grant.aidant_id, grant.organisation_id)?;
-    let hash = oidc_state::token_hash(token);
+    let (sub, act) = subject_and_act(state, &registered, &grant.usager_sub, grant.acting.aidant().get(), grant.acting.organisation().get())?;
+    let hash = token_hash(token);
     let (identity, client) = match idp::disclose(&state.db, &state.clients, &hash, &grant, now).map_err(OAuthError::internal)? {
         Disclosure::Identity(found) => {
             let (identity, client) = *found;
@@ -78,13 +79,13 @@ fn answer(state: &AppState, token: &str) -> Result<Answer, OAuthError> {
         }
         Disclosure::ClientInactive => return Ok(Answer::Refused("Ce service en ligne n'est plus autorisé.")),
         Disclosure::NotActive => {
-            oidc_state::revoke_access_token(cache, token).map_err(OAuthError::internal)?;
+            grants.revoke_token(token).map_err(OAuthError::internal)?;
             return Ok(Answer::Refused("Le mandat ne couvre plus cette démarche."));
         }
         Disclosure::AlreadyUsed => return Ok(Answer::Refused("Ce jeton a déjà servi.")),
     };
     // The token has served: its row in the database refuses any other use.
-    let scopes: Vec<Scope> = grant.scopes.iter().filter_map(|s| Scope::parse(s)).collect();
+    let scopes: &[Scope] = &grant.scopes;
     let mut claims = userinfo_claims(&sub, &identity, &scopes);
     broker_core::oidc::subject::insert_act(&mut claims, act);
     match UserinfoFormat::parse(&client.client.userinfo_format) {
