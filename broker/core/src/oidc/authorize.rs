@@ -70,12 +70,36 @@ impl<T: AsClientView + ?Sized> AsClientView for &T {
     }
 }
 
+/// A `redirect_uri` found, byte for byte, among the client's registered ones: the only
+/// value an answer may send the browser to. Built by the registered-URI check alone.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct RegisteredUri(String);
+
+impl RegisteredUri {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What an authorization step answers the browser with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Client or redirect URI not trusted (or the service failed before knowing them): a
+    /// page, never a redirect.
+    Page(OAuthError),
+    /// An error sent back to the client (RFC 6749 §4.1.2.1).
+    Error { to: RegisteredUri, state: Option<String>, error: OAuthError },
+    /// The code (RFC 6749 §4.1.2).
+    Code { to: RegisteredUri, state: String, code: String },
+}
+
 /// A validated authorization request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthorizeRequest {
     pub client_id: String,
     /// Exactly as given (and registered).
-    pub redirect_uri: String,
+    pub redirect_uri: RegisteredUri,
     pub state: String,
     pub nonce: String,
     /// Known scope values, deduplicated, in the order of [`Scope::ALL`].
@@ -103,10 +127,19 @@ pub enum Rejection {
     ErrorPage(OAuthError),
     /// Redirect to the (checked) `redirect_uri` with the error and `state`.
     Redirect {
-        redirect_uri: String,
+        redirect_uri: RegisteredUri,
         state: Option<String>,
         error: OAuthError,
     },
+}
+
+impl From<Rejection> for Outcome {
+    fn from(r: Rejection) -> Self {
+        match r {
+            Rejection::ErrorPage(e) => Outcome::Page(e),
+            Rejection::Redirect { redirect_uri, state, error } => Outcome::Error { to: redirect_uri, state, error },
+        }
+    }
 }
 
 impl Rejection {
@@ -162,7 +195,7 @@ where
     let redirect_uri = registered_redirect_uri(&p, &client).map_err(Rejection::ErrorPage)?;
 
     checklist(&p, client_id, redirect_uri).map_err(|error| Rejection::Redirect {
-        redirect_uri: redirect_uri.to_owned(),
+        redirect_uri: RegisteredUri(redirect_uri.to_owned()),
         state: echoable_state(&p),
         error,
     })
@@ -187,7 +220,7 @@ fn checklist(
     let code_challenge = pkce(p)?;
     Ok(AuthorizeRequest {
         client_id: client_id.to_owned(),
-        redirect_uri: redirect_uri.to_owned(),
+        redirect_uri: RegisteredUri(redirect_uri.to_owned()),
         state: state.to_owned(),
         nonce: nonce.to_owned(),
         scopes,
@@ -557,7 +590,7 @@ mod tests {
                 error,
             }) => {
                 assert!(error.redirectable, "{error}");
-                (redirect_uri, state, error)
+                (redirect_uri.as_str().to_owned(), state, error)
             }
             other => panic!("expected an error redirect, got {other:?}"),
         }
@@ -582,7 +615,7 @@ mod tests {
             r,
             AuthorizeRequest {
                 client_id: "fc".into(),
-                redirect_uri: CB.into(),
+                redirect_uri: RegisteredUri(CB.into()),
                 state: STATE.into(),
                 nonce: NONCE.into(),
                 scopes: vec![Scope::OpenId, Scope::Profile, Scope::Email, Scope::Birth],
@@ -711,7 +744,7 @@ mod tests {
             .description
             .contains("répété"));
         let r = run(&set(fc_request(), "redirect_uri", CB_WITH_QUERY)).unwrap();
-        assert_eq!(r.redirect_uri, CB_WITH_QUERY);
+        assert_eq!(r.redirect_uri.as_str(), CB_WITH_QUERY);
     }
 
     #[test]
@@ -1082,7 +1115,7 @@ mod tests {
         };
         assert_eq!(r.error().code, ErrorCode::InvalidScope);
         let url = error
-            .redirect_url(redirect_uri, state.as_deref(), ISS)
+            .redirect_url(redirect_uri.as_str(), state.as_deref(), ISS)
             .unwrap();
         assert!(
             url.as_str()

@@ -19,7 +19,8 @@ use actix_web::cookie::{time::Duration as CookieDuration, Cookie, SameSite};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
-use broker_core::oidc::authorize::{try_validate, AuthorizeRequest, Rejection};
+use super::respond;
+use broker_core::oidc::authorize::{try_validate, AuthorizeRequest, Outcome, RegisteredUri};
 use broker_core::oidc::rep_scope::RepScope;
 use broker_core::oidc::error::{ErrorCode, OAuthError};
 use broker_core::secret::{random_bytes, sha256_hex};
@@ -41,7 +42,7 @@ const FLOW_COOKIE_PREFIX: &str = "ac_flux_";
 struct Flow {
     client_id: String,
     client_name: String,
-    redirect_uri: String,
+    redirect_uri: RegisteredUri,
     state: String,
     nonce: String,
     scopes: Vec<broker_core::oidc::claims::Scope>,
@@ -56,10 +57,7 @@ struct Flow {
 
 impl Flow {
     fn redirect(&self, issuer: &str, error: OAuthError) -> HttpResponse {
-        match error.redirect_url(&self.redirect_uri, Some(&self.state), issuer) {
-            Ok(url) => guard::see_other(url.as_str()),
-            Err(_) => pages::server_error(),
-        }
+        respond(Outcome::Error { to: self.redirect_uri.clone(), state: Some(self.state.clone()), error }, issuer)
     }
 }
 
@@ -98,30 +96,6 @@ fn expired_page() -> HttpResponse {
     )
 }
 
-fn oauth_error_page(e: &OAuthError) -> HttpResponse {
-    // A caller's mistake (unknown client, unregistered redirect_uri) is not the
-    // service's failure: info; only a failure of the service is an error.
-    if let Some(d) = &e.detail {
-        if e.http_status() >= 500 {
-            tracing::error!(error = %e.code, detail = %d, "authorize failed");
-        } else {
-            tracing::info!(error = %e.code, detail = %d, "authorization request refused");
-        }
-    }
-    let (title, message) = match e.code {
-        ErrorCode::ServerError => (
-            "Le service rencontre un problème",
-            "La demande de connexion n'a pas pu être traitée. Retournez sur le service en ligne et réessayez dans quelques instants.".to_owned(),
-        ),
-        _ => (
-            "Demande de connexion refusée",
-            format!("Le service en ligne qui vous a envoyé ici n'est pas reconnu par Aidants Connect, ou son adresse de retour n'est pas enregistrée ({}). Aucune information n'a été transmise. Fermez cette page et prévenez le service en ligne.", e.description),
-        ),
-    };
-    let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
-    pages::error_page(status, title, &message)
-}
-
 pub async fn authorize_get(req: HttpRequest, state: web::Data<AppState>, session: Session) -> HttpResponse {
     start(form_pairs(req.query_string().as_bytes()), state, session).await
 }
@@ -146,14 +120,7 @@ async fn start(params: Vec<(String, String)>, state: web::Data<AppState>, sessio
     .await;
     let (request, client_name) = match checked {
         Ok((Ok(r), name)) => (r, name),
-        Ok((Err(Rejection::ErrorPage(e)), _)) => return oauth_error_page(&e),
-        Ok((Err(Rejection::Redirect { redirect_uri, state: st, error }), _)) => {
-            tracing::info!(error = %error.code, "authorization request refused");
-            return match error.redirect_url(&redirect_uri, st.as_deref(), &state.issuer) {
-                Ok(url) => guard::see_other(url.as_str()),
-                Err(_) => pages::server_error(),
-            };
-        }
+        Ok((Err(rejection), _)) => return respond(rejection.into(), &state.issuer),
         Err(_) => return pages::server_error(),
     };
     if !request.rep_scope_ignored.is_empty() {
@@ -163,11 +130,8 @@ async fn start(params: Vec<(String, String)>, state: web::Data<AppState>, sessio
     let signed_in = SignedIn::from_session(&session, now);
     if request.prompt_none {
         let code = if signed_in.is_none() { ErrorCode::LoginRequired } else { ErrorCode::InteractionRequired };
-        let e = OAuthError::new(code, "L'aidant doit se connecter et choisir l'usager.");
-        return match e.redirect_url(&request.redirect_uri, Some(&request.state), &state.issuer) {
-            Ok(url) => guard::see_other(url.as_str()),
-            Err(_) => pages::server_error(),
-        };
+        let error = OAuthError::new(code, "L'aidant doit se connecter et choisir l'usager.");
+        return respond(Outcome::Error { to: request.redirect_uri, state: Some(request.state), error }, &state.issuer);
     }
     let b = hex::encode(random_bytes::<32>());
     let flow = Issued::new(new_flow(request, client_name, &b), now, FLOW_SECONDS as u64);
@@ -493,7 +457,7 @@ async fn issue(state: &web::Data<AppState>, session: &Session, id: &str, flow: &
     };
     let grant = Grant {
         client_id: flow.client_id.clone(),
-        redirect_uri: flow.redirect_uri.clone(),
+        redirect_uri: flow.redirect_uri.as_str().to_owned(),
         nonce: flow.nonce.clone(),
         code_challenge: flow.code_challenge.clone(),
         scopes: flow.scopes.clone(),
@@ -521,9 +485,8 @@ async fn issue(state: &web::Data<AppState>, session: &Session, id: &str, flow: &
             return pages::server_error();
         }
     };
-    let Ok(mut url) = url::Url::parse(&flow.redirect_uri) else { return pages::server_error() };
-    url.query_pairs_mut().append_pair("code", &code).append_pair("state", &flow.state).append_pair("iss", &state.issuer);
-    ending_flow(guard::see_other(url.as_str()), state, id)
+    let answer = respond(Outcome::Code { to: flow.redirect_uri.clone(), state: flow.state.clone(), code }, &state.issuer);
+    ending_flow(answer, state, id)
 }
 
 #[derive(Deserialize)]

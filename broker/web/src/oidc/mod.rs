@@ -13,7 +13,7 @@ use crate::AppState;
 use actix_web::http::header;
 use actix_web::{HttpResponse, HttpResponseBuilder};
 use broker_core::client::IdTokenAlg;
-use broker_core::oidc::authorize::{AsClientView, ClientView};
+use broker_core::oidc::authorize::{AsClientView, ClientView, Outcome};
 use broker_core::oidc::error::OAuthError;
 use broker_store::admin::{self, Client};
 use std::sync::Arc;
@@ -78,6 +78,53 @@ pub fn subject_and_act(
     let org = state.db.read(|c| admin::find_organisation(c, organisation_id)).map_err(OAuthError::internal)?;
     let act = act_claim(&rule, &key, aidant_id, ActingOrganisation { siret: &org.siret, name: &org.name });
     Ok((sub, Some(act)))
+}
+
+/// The one place an authorization step's outcome becomes an answer: a page for an
+/// untrusted client or redirect URI (never a redirect), else a `303` to the registered
+/// URI with the error or the code, `state` and `iss` (RFC 9207).
+pub fn respond(outcome: Outcome, issuer: &str) -> HttpResponse {
+    let url = match outcome {
+        Outcome::Page(e) => return error_page(&e),
+        Outcome::Error { to, state, error } => {
+            tracing::info!(error = %error.code, "authorization refused, sent back to the client");
+            error.redirect_url(to.as_str(), state.as_deref(), issuer).ok()
+        }
+        Outcome::Code { to, state, code } => url::Url::parse(to.as_str()).ok().map(|mut url| {
+            url.query_pairs_mut().append_pair("code", &code).append_pair("state", &state).append_pair("iss", issuer);
+            url
+        }),
+    };
+    match url {
+        Some(url) => crate::guard::see_other(url.as_str()),
+        None => crate::pages::server_error(),
+    }
+}
+
+/// The page for an authorization request that cannot be sent back to its client.
+fn error_page(e: &OAuthError) -> HttpResponse {
+    use actix_web::http::StatusCode;
+    // A caller's mistake (unknown client, unregistered redirect_uri) is not the
+    // service's failure: info; only a failure of the service is an error.
+    if let Some(d) = &e.detail {
+        if e.http_status() >= 500 {
+            tracing::error!(error = %e.code, detail = %d, "authorize failed");
+        } else {
+            tracing::info!(error = %e.code, detail = %d, "authorization request refused");
+        }
+    }
+    let (title, message) = match e.code {
+        broker_core::oidc::error::ErrorCode::ServerError => (
+            "Le service rencontre un problème",
+            "La demande de connexion n'a pas pu être traitée. Retournez sur le service en ligne et réessayez dans quelques instants.".to_owned(),
+        ),
+        _ => (
+            "Demande de connexion refusée",
+            format!("Le service en ligne qui vous a envoyé ici n'est pas reconnu par Aidants Connect, ou son adresse de retour n'est pas enregistrée ({}). Aucune information n'a été transmise. Fermez cette page et prévenez le service en ligne.", e.description),
+        ),
+    };
+    let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+    crate::pages::error_page(status, title, &message)
 }
 
 /// Headers of every answer carrying tokens or identities (RFC 6749 §5.1).
