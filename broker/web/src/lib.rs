@@ -4,6 +4,7 @@
 
 pub mod attestation;
 pub mod audit;
+pub mod capability;
 pub mod espace;
 pub mod franceconnect;
 pub mod guard;

@@ -11,6 +11,7 @@
 //! at that instant.
 
 use super::{form_pairs, Registered};
+use crate::capability::Acting;
 use crate::guard::{self, SignedIn};
 use crate::pages::{self, Header};
 use crate::AppState;
@@ -24,7 +25,7 @@ use broker_core::oidc::authorize::{try_validate, AuthorizeRequest, Outcome, Regi
 use broker_core::oidc::rep_scope::RepScope;
 use broker_core::oidc::error::{ErrorCode, OAuthError};
 use broker_core::secret::{random_bytes, sha256_hex};
-use broker_core::capability::{AidantId, InOrganisation, UsagerId};
+use broker_core::capability::{InOrganisation, UsagerId};
 use broker_core::oidc::grant::{Grant, Issued};
 use broker_store::idp::{self, ActiveAutorisation, Candidate};
 use broker_store::oidc_state::GrantStore;
@@ -199,26 +200,15 @@ struct Actor {
 
 /// Signed in, second factor proved since the flow began when `prompt=login`, aidant
 /// active with a current organisation allowed the requested démarches.
-async fn actor(state: &web::Data<AppState>, session: &Session, id: &str, issued: &Issued<Flow>) -> Result<Actor, HttpResponse> {
+async fn actor(state: &web::Data<AppState>, req: &HttpRequest, id: &str, issued: &Issued<Flow>) -> Result<Actor, HttpResponse> {
     let flow = &issued.value;
     let here = format!("/autorisation/{id}");
-    let who = guard::require_signed_in(state, session, &here)?;
+    let Acting { who, by } = Acting::resolve(req).await?;
     if flow.prompt_login && who.fresh_at < issued.issued_at {
         let mut u = url::form_urlencoded::Serializer::new(String::new());
         u.append_pair("suite", &here);
         return Err(guard::see_other(&format!("/reauthentification?{}", u.finish())));
     }
-    let st = state.clone();
-    let aidant_id = AidantId(who.aidant_id);
-    let found = web::block(move || idp::in_organisation(&st.db, aidant_id)).await;
-    let by = match found {
-        Ok(Ok(Some(x))) => x,
-        Ok(Ok(None)) => {
-            session.purge();
-            return Err(guard::see_other(&format!("/connexion?suite={}", url::form_urlencoded::byte_serialize(here.as_bytes()).collect::<String>())));
-        }
-        _ => return Err(pages::server_error()),
-    };
     let by = match &flow.rep_scope {
         Some(requested) => match requested.within(by.allowed()) {
             Ok(accepted) => by.narrowed(&accepted),
@@ -233,15 +223,15 @@ async fn actor(state: &web::Data<AppState>, session: &Session, id: &str, issued:
 }
 
 /// The live flow of this browser and who acts in it, checked again.
-async fn step(state: &web::Data<AppState>, req: &HttpRequest, session: &Session, id: &str) -> Result<(Issued<Flow>, Actor), HttpResponse> {
+async fn step(state: &web::Data<AppState>, req: &HttpRequest, id: &str) -> Result<(Issued<Flow>, Actor), HttpResponse> {
     let flow = load_flow(state, req, id)?;
-    let actor = actor(state, session, id, &flow).await?;
+    let actor = actor(state, req, id, &flow).await?;
     Ok((flow, actor))
 }
 
 /// [`step`] at the démarche stage: also the usager picked and their autorisations now.
-async fn demarche_step(state: &web::Data<AppState>, req: &HttpRequest, session: &Session, id: &str) -> Result<(Issued<Flow>, Actor, i64, Vec<ActiveAutorisation>), HttpResponse> {
-    let (flow, actor) = step(state, req, session, id).await?;
+async fn demarche_step(state: &web::Data<AppState>, req: &HttpRequest, id: &str) -> Result<(Issued<Flow>, Actor, i64, Vec<ActiveAutorisation>), HttpResponse> {
+    let (flow, actor) = step(state, req, id).await?;
     let Some(usager_id) = flow.value.usager_id else {
         return Err(guard::see_other(&format!("/autorisation/{id}")));
     };
@@ -309,7 +299,7 @@ pub struct SearchQuery {
 
 pub async fn choose_usager(req: HttpRequest, path: web::Path<String>, q: web::Query<SearchQuery>, state: web::Data<AppState>, session: Session) -> HttpResponse {
     let id = path.into_inner();
-    let (flow, actor) = match step(&state, &req, &session, &id).await {
+    let (flow, actor) = match step(&state, &req, &id).await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -363,7 +353,7 @@ pub async fn pick_usager(req: HttpRequest, path: web::Path<String>, form: web::F
         return guard::csrf_refused();
     }
     let id = path.into_inner();
-    let (mut flow, actor) = match step(&state, &req, &session, &id).await {
+    let (mut flow, actor) = match step(&state, &req, &id).await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -401,7 +391,7 @@ async fn usager_name(state: &web::Data<AppState>, actor: &Actor, usager_id: i64)
 
 pub async fn choose_demarche(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>, session: Session) -> HttpResponse {
     let id = path.into_inner();
-    let (flow, actor, usager_id, auts) = match demarche_step(&state, &req, &session, &id).await {
+    let (flow, actor, usager_id, auts) = match demarche_step(&state, &req, &id).await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -428,7 +418,7 @@ pub async fn pick_demarche(req: HttpRequest, path: web::Path<String>, form: web:
         return guard::csrf_refused();
     }
     let id = path.into_inner();
-    let (flow, actor, usager_id, auts) = match demarche_step(&state, &req, &session, &id).await {
+    let (flow, actor, usager_id, auts) = match demarche_step(&state, &req, &id).await {
         Ok(x) => x,
         Err(r) => return r,
     };
