@@ -6,12 +6,13 @@
 //! organisation only (the organisation filter is forced); anyone else gets a 403.
 
 use crate::guard::{self, SignedIn};
+use crate::page_error::{blocking, PageError};
 use crate::pages::{self, render, Header};
 use crate::AppState;
 use actix_session::Session;
 use actix_web::http::StatusCode;
 use actix_web::web::Bytes;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpResponse, ResponseError};
 use askama::Template;
 use broker_core::journal::{Action, Entry, Record};
 use broker_core::{Demarche, Timestamp};
@@ -48,19 +49,16 @@ pub struct Reader {
     pub scope: Scope,
 }
 
-fn forbidden() -> HttpResponse {
-    pages::error_page(
-        StatusCode::FORBIDDEN,
-        "Journal réservé",
-        "Le journal est consultable par les auditeurs, et par les référents pour leur structure. Si vous en avez besoin, demandez à votre référent.",
-    )
-}
+const FORBIDDEN: PageError = PageError::Forbidden {
+    title: "Journal réservé",
+    message: "Le journal est consultable par les auditeurs, et par les référents pour leur structure. Si vous en avez besoin, demandez à votre référent.",
+};
 
-/// The signed-in auditor or référent, or the response to send.
-pub async fn reader(state: &web::Data<AppState>, session: &Session, here: &str) -> Result<Reader, HttpResponse> {
-    let who = guard::require_signed_in(state, session, here)?;
+/// The signed-in auditor or référent, or why not.
+pub async fn reader(state: &web::Data<AppState>, session: &Session, here: &str) -> Result<Reader, PageError> {
+    let who = guard::signed_in(state, session, here)?;
     let st = state.clone();
-    let scope = web::block(move || {
+    let scope = blocking(move || {
         st.db.read(|c| {
             if audit::is_auditor(c, who.aidant_id)? {
                 return Ok(Some(Scope::Everything));
@@ -68,16 +66,8 @@ pub async fn reader(state: &web::Data<AppState>, session: &Session, here: &str) 
             Ok::<_, StoreError>(referent::referent_of_current(c, who.aidant_id)?.map(Scope::Organisation))
         })
     })
-    .await;
-    match scope {
-        Ok(Ok(Some(scope))) => Ok(Reader { who, scope }),
-        Ok(Ok(None)) => Err(forbidden()),
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "journal reader");
-            Err(pages::server_error())
-        }
-        Err(_) => Err(pages::server_error()),
-    }
+    .await?;
+    scope.map(|scope| Reader { who, scope }).ok_or(FORBIDDEN)
 }
 
 /// The search criteria as typed (query string).
@@ -232,11 +222,8 @@ fn opt(v: Option<i64>) -> String {
     v.map(|v| v.to_string()).unwrap_or_default()
 }
 
-pub async fn search_page(state: web::Data<AppState>, session: Session, q: web::Query<Criteria>) -> HttpResponse {
-    let r = match reader(&state, &session, "/audit").await {
-        Ok(r) => r,
-        Err(resp) => return resp,
-    };
+pub async fn search_page(state: web::Data<AppState>, session: Session, q: web::Query<Criteria>) -> Result<HttpResponse, PageError> {
+    let r = reader(&state, &session, "/audit").await?;
     let c = q.into_inner();
     let header = pages::header_for(&state, &session, r.who.aidant_id).await;
     let actions = Action::ALL.iter().map(|a| Choice { key: a.key(), label: a.label(), selected: blank(&c.action) == Some(a.key()) }).collect();
@@ -273,14 +260,11 @@ pub async fn search_page(state: web::Data<AppState>, session: Session, q: web::Q
                     .collect();
                 (rows, None, next)
             }
-            Err(e) => {
-                tracing::error!(error = %e, "journal search");
-                return pages::server_error();
-            }
+            Err(e) => return Err(PageError::store("journal search", e)),
         },
     };
     let exports = c.query();
-    render(&SearchPage { header, scoped, c, actions, demarches, rows, error, next, exports })
+    Ok(render(&SearchPage { header, scoped, c, actions, demarches, rows, error, next, exports }))
 }
 
 fn api_error(status: StatusCode, message: &str) -> HttpResponse {
@@ -290,8 +274,8 @@ fn api_error(status: StatusCode, message: &str) -> HttpResponse {
 pub async fn search_api(state: web::Data<AppState>, session: Session, q: web::Query<Criteria>) -> HttpResponse {
     let r = match reader(&state, &session, "/audit").await {
         Ok(r) => r,
-        Err(resp) if resp.status() == StatusCode::SEE_OTHER => return api_error(StatusCode::UNAUTHORIZED, "Connectez-vous pour lire le journal."),
-        Err(resp) => return api_error(resp.status(), "Le journal est réservé aux auditeurs, et aux référents pour leur structure."),
+        Err(PageError::SignIn { .. }) => return api_error(StatusCode::UNAUTHORIZED, "Connectez-vous pour lire le journal."),
+        Err(e) => return api_error(e.status_code(), "Le journal est réservé aux auditeurs, et aux référents pour leur structure."),
     };
     let f = match q.filter(r.scope) {
         Ok(f) => f,
@@ -379,37 +363,23 @@ fn covering_checkpoint(st: &AppState) -> Result<Option<(i64, String)>, StoreErro
     Ok(st.db.read(broker_store::checkpoints::latest)?.map(|c| (c.size, c.note)))
 }
 
-async fn export(state: web::Data<AppState>, session: Session, q: web::Query<Criteria>, format: Format) -> HttpResponse {
-    let r = match reader(&state, &session, "/audit").await {
-        Ok(r) => r,
-        Err(resp) => return resp,
-    };
-    let mut f = match q.filter(r.scope) {
-        Ok(f) => f,
-        Err(e) => return pages::error_page(StatusCode::BAD_REQUEST, "Critères incorrects", &e),
-    };
+async fn export(state: web::Data<AppState>, session: Session, q: web::Query<Criteria>, format: Format) -> Result<HttpResponse, PageError> {
+    let r = reader(&state, &session, "/audit").await?;
+    let mut f = q.filter(r.scope).map_err(|e| PageError::page(StatusCode::BAD_REQUEST, "Critères incorrects", e))?;
     let st = state.clone();
-    let checkpoint = match web::block(move || covering_checkpoint(&st)).await {
-        Ok(Ok(Some(c))) => c,
-        Ok(Ok(None)) => {
-            return pages::error_page(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Export impossible pour le moment",
-                "Le journal n'a pas encore de point de contrôle signé. Réessayez dans quelques minutes.",
-            )
-        }
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "export checkpoint");
-            return pages::server_error();
-        }
-        Err(_) => return pages::server_error(),
-    };
+    let checkpoint = blocking(move || covering_checkpoint(&st)).await?.ok_or_else(|| {
+        PageError::page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Export impossible pour le moment",
+            "Le journal n'a pas encore de point de contrôle signé. Réessayez dans quelques minutes.",
+        )
+    })?;
     f.up_to_seq = Some(checkpoint.0);
     let st = state.clone();
     let journaled = f.clone();
     let by = r.who.aidant_id;
     let fmt = format;
-    let noted = web::block(move || {
+    blocking(move || {
         st.db.write(|c| {
             let mut e = Entry::new(Action::JournalExported)
                 .aidant(by)
@@ -422,10 +392,7 @@ async fn export(state: web::Data<AppState>, session: Session, q: web::Query<Crit
             journal::append(c, &[e])
         })
     })
-    .await;
-    if !matches!(noted, Ok(Ok(()))) {
-        return pages::server_error();
-    }
+    .await?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     let st = state.clone();
     let note = checkpoint.1;
@@ -474,17 +441,17 @@ async fn export(state: web::Data<AppState>, session: Session, q: web::Query<Crit
         Format::Csv => ("text/csv; charset=utf-8", "journal.csv"),
         Format::JsonLines => ("application/jsonl; charset=utf-8", "journal.jsonl"),
     };
-    HttpResponse::Ok()
+    Ok(HttpResponse::Ok()
         .content_type(ctype)
         .insert_header(("Content-Disposition", format!("attachment; filename=\"{name}\"")))
         .insert_header(("Cache-Control", "no-store"))
-        .streaming(Chunks(rx))
+        .streaming(Chunks(rx)))
 }
 
-pub async fn export_csv(state: web::Data<AppState>, session: Session, q: web::Query<Criteria>) -> HttpResponse {
+pub async fn export_csv(state: web::Data<AppState>, session: Session, q: web::Query<Criteria>) -> Result<HttpResponse, PageError> {
     export(state, session, q, Format::Csv).await
 }
 
-pub async fn export_jsonl(state: web::Data<AppState>, session: Session, q: web::Query<Criteria>) -> HttpResponse {
+pub async fn export_jsonl(state: web::Data<AppState>, session: Session, q: web::Query<Criteria>) -> Result<HttpResponse, PageError> {
     export(state, session, q, Format::JsonLines).await
 }
