@@ -1,10 +1,11 @@
-//! Who is signed in, CSRF tokens, and the freshness of the second factor.
+//! Who is signed in, and the freshness of the second factor; the CSRF helpers of
+//! [`crate::csrf`] are re-exported here.
 //!
 //! The session holds: the aidant id, when they signed in (absolute lifetime), when a
 //! second factor was last proved (freshness), and a CSRF token. Times come from the
 //! application clock so that tests can move it.
 
-pub use crate::csrf::{csrf_ok, csrf_token, field, parse_form};
+pub use crate::csrf::{csrf_ok, csrf_token, field, parse_form, K_CSRF};
 pub use crate::page_error::see_other;
 
 use crate::page_error::{csrf_refused_page, PageError};
@@ -17,7 +18,6 @@ use broker_core::Timestamp;
 pub const K_AIDANT: &str = "aidant";
 pub const K_SIGNED_IN_AT: &str = "signed_in_at";
 pub const K_FRESH_AT: &str = "fresh_at";
-pub use crate::csrf::K_CSRF;
 pub const K_LINK_BINDING: &str = "link_binding";
 pub const K_CEREMONY: &str = "ceremony";
 /// How the last second factor was proved, as RFC 8176 `amr` values separated by commas.

@@ -12,9 +12,6 @@ use broker_store::StoreError;
 use std::borrow::Cow;
 use std::fmt;
 
-/// The message of the generic "page introuvable" page.
-pub const NOT_FOUND_MESSAGE: &str = "L'adresse demandée n'existe pas. Vérifiez-la, ou revenez à l'accueil.";
-
 #[derive(Debug)]
 pub enum PageError {
     /// A DSFR error page.

@@ -103,21 +103,11 @@ pub fn server_error() -> HttpResponse {
     )
 }
 
-/// The value of a store call run on the blocking pool, or the server error response
-/// (a store error is logged with `what`).
-pub fn server_side<T>(result: Result<Result<T, broker_store::StoreError>, actix_web::error::BlockingError>, what: &str) -> Result<T, HttpResponse> {
-    match result {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "{what}");
-            Err(server_error())
-        }
-        Err(_) => Err(server_error()),
-    }
-}
+/// The message of the generic "page introuvable" page.
+pub const NOT_FOUND_MESSAGE: &str = "L'adresse demandée n'existe pas. Vérifiez-la, ou revenez à l'accueil.";
 
 pub async fn not_found() -> HttpResponse {
-    error_page(StatusCode::NOT_FOUND, "Page introuvable", crate::page_error::NOT_FOUND_MESSAGE)
+    error_page(StatusCode::NOT_FOUND, "Page introuvable", NOT_FOUND_MESSAGE)
 }
 
 #[derive(Template)]
