@@ -2,6 +2,7 @@
 //! public page that tells whether a fingerprint matches an attestation in the journal.
 
 use crate::guard;
+use crate::page_error::{blocking, PageError};
 use crate::pages::{self, render, render_with, Header};
 use crate::AppState;
 use actix_session::Session;
@@ -97,13 +98,7 @@ struct AttestationPage {
     qr: String,
 }
 
-fn not_found() -> HttpResponse {
-    pages::error_page(
-        StatusCode::NOT_FOUND,
-        "Page introuvable",
-        "Ce mandat n'existe pas ou ne dépend pas de votre structure.",
-    )
-}
+const NOT_FOUND: PageError = PageError::NotFound("Ce mandat n'existe pas ou ne dépend pas de votre structure.");
 
 struct Loaded {
     content: AttestationContent,
@@ -111,17 +106,14 @@ struct Loaded {
     aidant_name: String,
 }
 
-pub async fn attestation_page(state: web::Data<AppState>, session: Session, path: web::Path<String>) -> HttpResponse {
+pub async fn attestation_page(state: web::Data<AppState>, session: Session, path: web::Path<String>) -> Result<HttpResponse, PageError> {
     let raw = path.into_inner();
     let here = format!("/mandats/{raw}/attestation");
-    let who = match guard::require_signed_in(&state, &session, &here) {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
-    let Ok(mandat_id) = raw.parse::<i64>() else { return not_found() };
+    let who = guard::signed_in(&state, &session, &here)?;
+    let mandat_id = raw.parse::<i64>().map_err(|_| NOT_FOUND)?;
     let st = state.clone();
     let now = state.clock.now();
-    let loaded = web::block(move || -> Result<Option<Loaded>, StoreError> {
+    let loaded = blocking(move || -> Result<Option<Loaded>, StoreError> {
         let Some(aidant) = st.db.read(|c| auth::find_active_by_id(c, who.aidant_id))? else { return Ok(None) };
         let Some(org) = st.db.read(|c| attestations::mandat_organisation(c, mandat_id))? else { return Ok(None) };
         if aidant.current_organisation_id != Some(org) {
@@ -138,22 +130,14 @@ pub async fn attestation_page(state: web::Data<AppState>, session: Session, path
         let aidant_name = by.map(|(f, l)| format!("{f} {l}")).unwrap_or_else(|| format!("{} {}", aidant.first_name, aidant.last_name));
         Ok(Some(Loaded { content, fingerprint, aidant_name }))
     })
-    .await;
-    let l = match loaded {
-        Ok(Ok(Some(l))) => l,
-        Ok(Ok(None)) => return not_found(),
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "attestation");
-            return pages::server_error();
-        }
-        Err(_) => return pages::server_error(),
-    };
+    .await?;
+    let l = loaded.ok_or(NOT_FOUND)?;
     let url = verification_url(&state.issuer, &l.fingerprint);
-    let Some(qr) = qr_svg(&url, "QR code de vérification de l'attestation") else { return pages::server_error() };
+    let qr = qr_svg(&url, "QR code de vérification de l'attestation").ok_or_else(|| PageError::server("attestation QR code"))?;
     let header = pages::header_for(&state, &session, who.aidant_id).await;
     let c = l.content;
     let duration = Duree::from_days(c.duration_days).map(|d| d.label().to_owned()).unwrap_or_else(|| format!("{} jours", c.duration_days));
-    render(&AttestationPage {
+    Ok(render(&AttestationPage {
         header,
         mandat_id: c.mandat_id,
         legal_text_version: c.legal_text_version.clone(),
@@ -172,7 +156,7 @@ pub async fn attestation_page(state: web::Data<AppState>, session: Session, path
         fingerprint: l.fingerprint,
         verification_url: url,
         qr,
-    })
+    }))
 }
 
 #[derive(Template)]
@@ -200,7 +184,7 @@ fn proof_of(c: &mut broker_store::AnyConnection, fp: &str) -> Result<(Option<i64
     Ok((Some(seq), proof))
 }
 
-pub async fn verify_page(state: web::Data<AppState>, session: Session, path: web::Path<String>) -> HttpResponse {
+pub async fn verify_page(state: web::Data<AppState>, session: Session, path: web::Path<String>) -> Result<HttpResponse, PageError> {
     let fp = path.into_inner().to_ascii_lowercase();
     let now: Timestamp = state.clock.now();
     let header = match guard::SignedIn::from_session(&session, now) {
@@ -209,29 +193,21 @@ pub async fn verify_page(state: web::Data<AppState>, session: Session, path: web
     };
     let found = if is_fingerprint(&fp) {
         let st = state.clone();
-        let found = web::block(move || {
+        blocking(move || {
             st.db.read_snapshot(|c| {
                 let Some(f) = attestations::find_by_fingerprint(c, &fp)?.filter(|f| f.journaled) else { return Ok(None) };
                 let proof = proof_of(c, &fp)?;
                 Ok::<_, broker_store::StoreError>(Some((f, proof)))
             })
         })
-        .await;
-        match found {
-            Ok(Ok(f)) => f,
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "attestation verification");
-                return pages::server_error();
-            }
-            Err(_) => return pages::server_error(),
-        }
+        .await?
     } else {
         None
     };
     match found {
         Some((f, (seq, proof))) => {
             let status: Status = f.mandat.status(now);
-            render(&VerifyPage {
+            Ok(render(&VerifyPage {
                 header,
                 found: Some(VerifiedView {
                     kind: match f.kind {
@@ -243,8 +219,8 @@ pub async fn verify_page(state: web::Data<AppState>, session: Session, path: web
                     seq,
                     proof,
                 }),
-            })
+            }))
         }
-        None => render_with(StatusCode::NOT_FOUND, &VerifyPage { header, found: None }),
+        None => Ok(render_with(StatusCode::NOT_FOUND, &VerifyPage { header, found: None })),
     }
 }

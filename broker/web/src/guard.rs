@@ -1,20 +1,23 @@
-//! Who is signed in, CSRF tokens, and the freshness of the second factor.
+//! Who is signed in, and the freshness of the second factor; the CSRF helpers of
+//! [`crate::csrf`] are re-exported here.
 //!
 //! The session holds: the aidant id, when they signed in (absolute lifetime), when a
 //! second factor was last proved (freshness), and a CSRF token. Times come from the
 //! application clock so that tests can move it.
 
+pub use crate::csrf::{csrf_ok, csrf_token, field, parse_form, K_CSRF};
+pub use crate::page_error::see_other;
+
+use crate::page_error::{csrf_refused_page, PageError};
 use crate::AppState;
 use actix_session::Session;
-use actix_web::http::header;
-use actix_web::HttpResponse;
-use broker_core::secret::{constant_time_eq, random_bytes};
+use actix_web::{HttpResponse, ResponseError};
+use broker_core::secret::random_bytes;
 use broker_core::Timestamp;
 
 pub const K_AIDANT: &str = "aidant";
 pub const K_SIGNED_IN_AT: &str = "signed_in_at";
 pub const K_FRESH_AT: &str = "fresh_at";
-pub const K_CSRF: &str = "csrf";
 pub const K_LINK_BINDING: &str = "link_binding";
 pub const K_CEREMONY: &str = "ceremony";
 /// How the last second factor was proved, as RFC 8176 `amr` values separated by commas.
@@ -34,34 +37,6 @@ fn get_i64(session: &Session, key: &str) -> Option<i64> {
     session.get::<i64>(key).ok().flatten()
 }
 
-/// The session's CSRF token, created on first use.
-pub fn csrf_token(session: &Session) -> String {
-    if let Ok(Some(t)) = session.get::<String>(K_CSRF) {
-        return t;
-    }
-    let t = hex::encode(random_bytes::<32>());
-    let _ = session.insert(K_CSRF, &t);
-    t
-}
-
-/// True when `provided` is the session's CSRF token (constant-time comparison).
-pub fn csrf_ok(session: &Session, provided: &str) -> bool {
-    match session.get::<String>(K_CSRF) {
-        Ok(Some(t)) => constant_time_eq(t.as_bytes(), provided.as_bytes()),
-        _ => false,
-    }
-}
-
-/// The url-encoded fields of a form body.
-pub fn parse_form(body: &[u8]) -> Vec<(String, String)> {
-    url::form_urlencoded::parse(body).into_owned().collect()
-}
-
-/// The first value of `name` in a parsed form.
-pub fn field<'a>(form: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    form.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
-}
-
 /// A POST's CSRF check: the form's `csrf` field must be the session's token.
 pub fn csrf_checked(session: &Session, form: &[(String, String)]) -> Result<(), HttpResponse> {
     if csrf_ok(session, field(form, "csrf").unwrap_or("")) {
@@ -71,12 +46,17 @@ pub fn csrf_checked(session: &Session, form: &[(String, String)]) -> Result<(), 
     }
 }
 
+/// [`csrf_checked`] as a [`PageError`].
+pub fn check_csrf(session: &Session, form: &[(String, String)]) -> Result<(), PageError> {
+    if csrf_ok(session, field(form, "csrf").unwrap_or("")) {
+        Ok(())
+    } else {
+        Err(PageError::CsrfRefused)
+    }
+}
+
 pub fn csrf_refused() -> HttpResponse {
-    crate::pages::error_page(
-        actix_web::http::StatusCode::FORBIDDEN,
-        "Le formulaire a expiré",
-        "Pour votre sécurité, ce formulaire n'est plus valable. Rechargez la page et recommencez.",
-    )
+    csrf_refused_page()
 }
 
 /// A signed-in aidant, as the session tells.
@@ -130,10 +110,6 @@ pub fn amr(session: &Session) -> Vec<String> {
     session.get::<String>(K_AMR).ok().flatten().unwrap_or_default().split(',').filter(|v| !v.is_empty()).map(str::to_owned).collect()
 }
 
-pub fn see_other(location: &str) -> HttpResponse {
-    HttpResponse::SeeOther().insert_header((header::LOCATION, location)).finish()
-}
-
 /// A local path to come back to: an absolute path on this site, in printable ASCII (a
 /// tab or a space that a browser would drop could turn `/\t/host` into `//host`), with
 /// no backslash and no `.` or `..` segment, written or percent-encoded (so that a path
@@ -165,22 +141,26 @@ pub fn flow_cancel_action(suite: &str) -> Option<String> {
 
 /// Redirect to sign-in when nobody is signed in.
 pub fn require_signed_in(state: &AppState, session: &Session, here: &str) -> Result<SignedIn, HttpResponse> {
-    SignedIn::from_session(session, state.clock.now()).ok_or_else(|| {
-        let mut u = url::form_urlencoded::Serializer::new(String::new());
-        u.append_pair("suite", here);
-        see_other(&format!("/connexion?{}", u.finish()))
-    })
+    signed_in(state, session, here).map_err(|e| e.error_response())
 }
 
 /// Redirect to the short re-authentication page when the second factor is not fresh.
 pub fn require_fresh(state: &AppState, session: &Session, here: &str) -> Result<SignedIn, HttpResponse> {
-    let who = require_signed_in(state, session, here)?;
+    fresh(state, session, here).map_err(|e| e.error_response())
+}
+
+/// The signed-in aidant, or [`PageError::SignIn`] coming back to `here`.
+pub fn signed_in(state: &AppState, session: &Session, here: &str) -> Result<SignedIn, PageError> {
+    SignedIn::from_session(session, state.clock.now()).ok_or_else(|| PageError::SignIn { suite: here.to_owned() })
+}
+
+/// The signed-in aidant with a fresh second factor, or the redirect that gets one.
+pub fn fresh(state: &AppState, session: &Session, here: &str) -> Result<SignedIn, PageError> {
+    let who = signed_in(state, session, here)?;
     if who.is_fresh(state.clock.now()) {
         Ok(who)
     } else {
-        let mut u = url::form_urlencoded::Serializer::new(String::new());
-        u.append_pair("suite", here);
-        Err(see_other(&format!("/reauthentification?{}", u.finish())))
+        Err(PageError::Reauthenticate { suite: here.to_owned() })
     }
 }
 

@@ -3,16 +3,19 @@
 //! and run every blocking call on the blocking pool.
 
 pub mod attestation;
+pub mod csrf;
 pub mod audit;
 pub mod capability;
 pub mod espace;
 pub mod franceconnect;
 pub mod guard;
+pub mod home;
 pub mod journal_public;
 pub mod jwks;
 pub mod mail;
 pub mod mandat_new;
 pub mod oidc;
+pub mod page_error;
 pub mod pages;
 pub mod passkeys;
 pub mod probes;
@@ -96,7 +99,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, assets_dir: PathBuf, development:
     cfg.service(web::resource("/healthz").get(probes::healthz).head(probes::healthz))
         .service(web::resource("/readyz").get(probes::readyz).head(probes::readyz))
         .service(web::resource("/jwks").get(jwks::jwks).head(jwks::jwks))
-        .service(web::resource("/").get(pages::home).head(pages::home))
+        .service(web::resource("/").get(home::home).head(home::home))
         .service(web::resource("/.well-known/openid-configuration").get(oidc::discovery::discovery).head(oidc::discovery::discovery))
         .service(web::resource("/authorize").get(oidc::authorize::authorize_get).post(oidc::authorize::authorize_post))
         .route("/autorisation/{flow}", web::get().to(oidc::authorize::choose_usager))

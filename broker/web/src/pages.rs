@@ -1,13 +1,12 @@
 //! Server-rendered pages in the State design system (DSFR), and the page header that
 //! shows who is signed in.
 
-use crate::guard;
+use crate::csrf::csrf_token;
 use crate::AppState;
 use actix_session::Session;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use askama::Template;
-use broker_core::Demarche;
 use broker_store::auth;
 
 /// What the page header shows: the signed-in aidant and the sign-out form.
@@ -25,7 +24,7 @@ impl Header {
 
     /// Nobody signed in, but the page's scripts need the session's CSRF token.
     pub fn anonymous_with_csrf(session: &Session) -> Self {
-        Self { csrf: guard::csrf_token(session), ..Self::default() }
+        Self { csrf: csrf_token(session), ..Self::default() }
     }
 }
 
@@ -46,7 +45,7 @@ pub async fn header_for(state: &web::Data<AppState>, session: &Session, aidant_i
     Header {
         aidant_name: found.as_ref().map(|f| f.0.clone()),
         organisation: found.and_then(|f| f.1),
-        csrf: guard::csrf_token(session),
+        csrf: csrf_token(session),
     }
 }
 
@@ -54,13 +53,6 @@ pub struct DemarcheView {
     pub key: &'static str,
     pub title: &'static str,
     pub description: &'static str,
-}
-
-#[derive(Template)]
-#[template(path = "home.html")]
-struct Home {
-    header: Header,
-    demarches: Vec<DemarcheView>,
 }
 
 #[derive(Template)]
@@ -111,33 +103,11 @@ pub fn server_error() -> HttpResponse {
     )
 }
 
-/// The value of a store call run on the blocking pool, or the server error response
-/// (a store error is logged with `what`).
-pub fn server_side<T>(result: Result<Result<T, broker_store::StoreError>, actix_web::error::BlockingError>, what: &str) -> Result<T, HttpResponse> {
-    match result {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "{what}");
-            Err(server_error())
-        }
-        Err(_) => Err(server_error()),
-    }
-}
-
-pub async fn home(state: web::Data<AppState>, session: Session) -> HttpResponse {
-    let header = match guard::SignedIn::from_session(&session, state.clock.now()) {
-        Some(who) => header_for(&state, &session, who.aidant_id).await,
-        None => Header::anonymous(),
-    };
-    let demarches = Demarche::ALL
-        .iter()
-        .map(|d| DemarcheView { key: d.key(), title: d.title(), description: d.description() })
-        .collect();
-    render(&Home { header, demarches })
-}
+/// The message of the generic "page introuvable" page.
+pub const NOT_FOUND_MESSAGE: &str = "L'adresse demandée n'existe pas. Vérifiez-la, ou revenez à l'accueil.";
 
 pub async fn not_found() -> HttpResponse {
-    error_page(StatusCode::NOT_FOUND, "Page introuvable", "L'adresse demandée n'existe pas. Vérifiez-la, ou revenez à l'accueil.")
+    error_page(StatusCode::NOT_FOUND, "Page introuvable", NOT_FOUND_MESSAGE)
 }
 
 #[derive(Template)]

@@ -4,7 +4,8 @@
 //! and given again as a table.
 
 use crate::pages::{self, render, Header};
-use crate::referent::{require_referent, store_failure, Freshness};
+use crate::page_error::{blocking, PageError};
+use crate::referent::{require_referent, Freshness};
 use crate::AppState;
 use actix_session::Session;
 use actix_web::{web, HttpResponse};
@@ -138,19 +139,11 @@ fn build<'a>(header: Header, organisation: &'a str, s: &Stats) -> StatsPage<'a> 
     }
 }
 
-pub async fn page(state: web::Data<AppState>, session: Session) -> HttpResponse {
-    let r = match require_referent(&state, &session, "/referent/statistiques", Freshness::Any).await {
-        Ok(r) => r,
-        Err(resp) => return resp,
-    };
+pub async fn page(state: web::Data<AppState>, session: Session) -> Result<HttpResponse, PageError> {
+    let r = require_referent(&state, &session, "/referent/statistiques", Freshness::Any).await?;
     let st = state.clone();
     let (org, now) = (r.organisation_id(), state.clock.now());
-    let found = web::block(move || st.db.read_snapshot(|c| stats::organisation_stats(c, org, now, MONTHS))).await;
-    let s = match found {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return store_failure(&e),
-        Err(_) => return pages::server_error(),
-    };
+    let s = blocking(move || st.db.read_snapshot(|c| stats::organisation_stats(c, org, now, MONTHS))).await?;
     let header = pages::header_for(&state, &session, r.who.aidant_id).await;
-    render(&build(header, &r.organisation.name, &s))
+    Ok(render(&build(header, &r.organisation.name, &s)))
 }

@@ -7,7 +7,8 @@
 
 use crate::guard::{self, SignedIn, K_LINK_BINDING};
 use crate::mail::Message;
-use crate::pages::{self, render, server_side};
+use crate::page_error::{blocking, PageError};
+use crate::pages::{self, render};
 use crate::throttle::{self, Attempt};
 use crate::AppState;
 use actix_session::Session;
@@ -114,9 +115,9 @@ enum Outcome {
     Sent,
 }
 
-pub async fn submit(state: web::Data<AppState>, session: Session, req: HttpRequest, form: web::Form<SigninForm>) -> HttpResponse {
+pub async fn submit(state: web::Data<AppState>, session: Session, req: HttpRequest, form: web::Form<SigninForm>) -> Result<HttpResponse, PageError> {
     if !guard::csrf_ok(&session, &form.csrf) {
-        return guard::csrf_refused();
+        return Err(PageError::CsrfRefused);
     }
     let form = form.into_inner();
     let suite = guard::safe_next(form.suite.as_deref());
@@ -125,7 +126,7 @@ pub async fn submit(state: web::Data<AppState>, session: Session, req: HttpReque
     let binding = hex::encode(random_bytes::<32>());
     let st = state.clone();
     let (email, code, b, s) = (form.email.clone(), form.code.clone(), binding.clone(), suite.clone());
-    let outcome = web::block(move || -> Result<Outcome, StoreError> {
+    let outcome = blocking(move || -> Result<Outcome, StoreError> {
         let now = st.clock.now();
         let found = if broker_core::validate::email(&email).is_ok() { st.db.read(|c| auth::find_active_aidant(c, &email))? } else { None };
         let browser = found.as_ref().and_then(|a| throttle::recognised_browser(&st, &browsers, a.id));
@@ -167,18 +168,16 @@ pub async fn submit(state: web::Data<AppState>, session: Session, req: HttpReque
         }
         Ok(Outcome::Sent)
     })
-    .await;
+    .await
+    .map_err(|e| PageError::server(format!("sign-in failed: {e}")))?;
     let again = |error| render(&SigninPage { header: pages::Header::anonymous_with_csrf(&session), csrf: guard::csrf_token(&session), email: &form.email, error: Some(error), suite: &suite });
-    match server_side(outcome, "sign-in failed") {
-        Ok(Outcome::Sent) => {
-            if session.insert(K_LINK_BINDING, &binding).is_err() {
-                return pages::server_error();
-            }
-            render(&SentPage { header: pages::Header::anonymous() })
+    match outcome {
+        Outcome::Sent => {
+            session.insert(K_LINK_BINDING, &binding).map_err(PageError::server)?;
+            Ok(render(&SentPage { header: pages::Header::anonymous() }))
         }
-        Ok(Outcome::Failed) => again(GENERIC_FAILURE),
-        Ok(Outcome::Locked) => again(LOCKED),
-        Err(resp) => resp,
+        Outcome::Failed => Ok(again(GENERIC_FAILURE)),
+        Outcome::Locked => Ok(again(LOCKED)),
     }
 }
 
@@ -200,14 +199,14 @@ pub struct LinkForm {
     jeton: String,
 }
 
-pub async fn link_confirm(state: web::Data<AppState>, session: Session, form: web::Form<LinkForm>) -> HttpResponse {
+pub async fn link_confirm(state: web::Data<AppState>, session: Session, form: web::Form<LinkForm>) -> Result<HttpResponse, PageError> {
     if !guard::csrf_ok(&session, &form.csrf) {
-        return guard::csrf_refused();
+        return Err(PageError::CsrfRefused);
     }
     let binding = session.get::<String>(K_LINK_BINDING).ok().flatten().unwrap_or_default();
     let st = state.clone();
     let token = form.jeton.clone();
-    let result = web::block(move || -> Result<Option<(i64, String)>, StoreError> {
+    let result = blocking(move || -> Result<Option<(i64, String)>, StoreError> {
         let now = st.clock.now();
         let key = link_key(&token);
         let Some(raw) = st.cache.get(&key)? else { return Ok(None) };
@@ -223,19 +222,15 @@ pub async fn link_confirm(state: web::Data<AppState>, session: Session, form: we
         journal_totp(&st, Action::AidantLogin, &aidant, record.device_id)?;
         Ok(Some((aidant.id, record.suite)))
     })
-    .await;
-    match server_side(result, "sign-in link failed") {
-        Ok(Some((aidant_id, suite))) => match guard::sign_in(&session, aidant_id, state.clock.now(), guard::AMR_TOTP) {
-            Ok(()) => {
-                let mut res = guard::see_other(&guard::safe_next(Some(&suite)));
-                let _ = res.add_cookie(&throttle::recognised_browser_cookie(&state, aidant_id));
-                res
-            }
-            Err(_) => pages::server_error(),
-        },
-        Ok(None) => pages::error_page(actix_web::http::StatusCode::BAD_REQUEST, "Lien de connexion non valable", LINK_FAILURE),
-        Err(resp) => resp,
-    }
+    .await
+    .map_err(|e| PageError::server(format!("sign-in link failed: {e}")))?;
+    let Some((aidant_id, suite)) = result else {
+        return Err(PageError::page(actix_web::http::StatusCode::BAD_REQUEST, "Lien de connexion non valable", LINK_FAILURE));
+    };
+    guard::sign_in(&session, aidant_id, state.clock.now(), guard::AMR_TOTP).map_err(PageError::server)?;
+    let mut res = guard::see_other(&guard::safe_next(Some(&suite)));
+    let _ = res.add_cookie(&throttle::recognised_browser_cookie(&state, aidant_id));
+    Ok(res)
 }
 
 #[derive(Deserialize)]
@@ -259,14 +254,11 @@ pub async fn sign_out(state: web::Data<AppState>, session: Session, form: web::F
     guard::see_other("/")
 }
 
-pub async fn reauth_form(state: web::Data<AppState>, session: Session, q: web::Query<SuiteQuery>) -> HttpResponse {
+pub async fn reauth_form(state: web::Data<AppState>, session: Session, q: web::Query<SuiteQuery>) -> Result<HttpResponse, PageError> {
     let suite = guard::safe_next(q.suite.as_deref());
-    let who = match guard::require_signed_in(&state, &session, &suite) {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
+    let who = guard::signed_in(&state, &session, &suite)?;
     let header = pages::header_for(&state, &session, who.aidant_id).await;
-    render(&ReauthPage { header, csrf: guard::csrf_token(&session), error: None, suite: &suite })
+    Ok(render(&ReauthPage { header, csrf: guard::csrf_token(&session), error: None, suite: &suite }))
 }
 
 #[derive(Deserialize)]
@@ -306,31 +298,28 @@ pub(crate) fn reauthenticate_totp(st: &AppState, aidant_id: i64, code: &str) -> 
     }
 }
 
-pub async fn reauth_submit(state: web::Data<AppState>, session: Session, form: web::Form<ReauthForm>) -> HttpResponse {
+pub async fn reauth_submit(state: web::Data<AppState>, session: Session, form: web::Form<ReauthForm>) -> Result<HttpResponse, PageError> {
     if !guard::csrf_ok(&session, &form.csrf) {
-        return guard::csrf_refused();
+        return Err(PageError::CsrfRefused);
     }
     let suite = guard::safe_next(form.suite.as_deref());
-    let who = match guard::require_signed_in(&state, &session, &suite) {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
+    let who = guard::signed_in(&state, &session, &suite)?;
     let st = state.clone();
     let code = form.code.clone();
-    let result = web::block(move || reauthenticate_totp(&st, who.aidant_id, &code)).await;
-    match server_side(result, "re-authentication failed") {
-        Ok(Some(true)) => match guard::mark_fresh(&session, state.clock.now(), guard::AMR_TOTP) {
-            Ok(()) => guard::see_other(&suite),
-            Err(_) => pages::server_error(),
-        },
-        Ok(Some(false)) => {
+    let result = blocking(move || reauthenticate_totp(&st, who.aidant_id, &code)).await.map_err(|e| PageError::server(format!("re-authentication failed: {e}")))?;
+    match result {
+        Some(true) => {
+            guard::mark_fresh(&session, state.clock.now(), guard::AMR_TOTP).map_err(PageError::server)?;
+            Ok(guard::see_other(&suite))
+        }
+        Some(false) => {
             let header = pages::header_for(&state, &session, who.aidant_id).await;
-            render(&ReauthPage { header, csrf: guard::csrf_token(&session), error: Some("Le code est incorrect ou a déjà servi. Attendez le code suivant et réessayez."), suite: &suite })
+            let error = Some("Le code est incorrect ou a déjà servi. Attendez le code suivant et réessayez.");
+            Ok(render(&ReauthPage { header, csrf: guard::csrf_token(&session), error, suite: &suite }))
         }
-        Ok(None) => {
+        None => {
             session.purge();
-            guard::see_other("/connexion")
+            Ok(guard::see_other("/connexion"))
         }
-        Err(resp) => resp,
     }
 }

@@ -9,6 +9,7 @@
 
 use crate::franceconnect::{callback_error, FcError, Pending};
 use crate::guard;
+use crate::page_error::{blocking, blocking_keep, PageError};
 use crate::pages::{self, render, Header};
 use crate::AppState;
 use actix_session::Session;
@@ -133,12 +134,12 @@ fn date_time(t: Timestamp) -> String {
     t.datetime().format("%d/%m/%Y à %H:%M").to_string()
 }
 
-pub async fn home(state: web::Data<AppState>, session: Session, q: web::Query<HomeQuery>) -> HttpResponse {
+pub async fn home(state: web::Data<AppState>, session: Session, q: web::Query<HomeQuery>) -> Result<HttpResponse, PageError> {
     let csrf = guard::csrf_token(&session);
     let header = Header::anonymous_with_csrf(&session);
     let error = q.erreur.as_deref().map(error_text);
     let Some(usager) = usager_of(&state, &session) else {
-        return render(&SpacePage {
+        return Ok(render(&SpacePage {
             header,
             csrf,
             identified: false,
@@ -147,18 +148,10 @@ pub async fn home(state: web::Data<AppState>, session: Session, q: web::Query<Ho
             uses: Vec::new(),
             notice: None,
             error,
-        });
+        }));
     };
     let st = state.clone();
-    let loaded = web::block(move || st.db.read_snapshot(|c| Ok::<_, StoreError>((usager_space::mandats_of(c, usager)?, usager_space::uses_of(c, usager)?)))).await;
-    let (ms, uses) = match loaded {
-        Ok(Ok(x)) => x,
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "usager space");
-            return pages::server_error();
-        }
-        Err(_) => return pages::server_error(),
-    };
+    let (ms, uses) = blocking(move || st.db.read_snapshot(|c| Ok::<_, StoreError>((usager_space::mandats_of(c, usager)?, usager_space::uses_of(c, usager)?)))).await?;
     let now = state.clock.now();
     let mandats = ms
         .iter()
@@ -194,142 +187,122 @@ pub async fn home(state: web::Data<AppState>, session: Session, q: web::Query<Ho
         })
         .collect();
     let notice = q.revocation.as_deref().filter(|fp| is_fingerprint(fp)).map(|fp| fp.to_owned());
-    render(&SpacePage { header, csrf, identified: true, fc_available: state.franceconnect.is_some(), mandats, uses, notice, error })
+    Ok(render(&SpacePage { header, csrf, identified: true, fc_available: state.franceconnect.is_some(), mandats, uses, notice, error }))
 }
 
 /// Sends the usager to FranceConnect.
-pub async fn begin(state: web::Data<AppState>, session: Session, body: web::Bytes) -> HttpResponse {
-    if let Err(r) = guard::csrf_checked(&session, &guard::parse_form(&body)) {
-        return r;
-    }
+pub async fn begin(state: web::Data<AppState>, session: Session, body: web::Bytes) -> Result<HttpResponse, PageError> {
+    guard::check_csrf(&session, &guard::parse_form(&body))?;
     let Some(fc) = state.franceconnect.clone() else {
-        return pages::error_page(StatusCode::SERVICE_UNAVAILABLE, "FranceConnect n'est pas disponible", "L'identification avec FranceConnect n'est pas possible pour le moment. Réessayez plus tard.");
+        return Err(PageError::page(StatusCode::SERVICE_UNAVAILABLE, "FranceConnect n'est pas disponible", "L'identification avec FranceConnect n'est pas possible pour le moment. Réessayez plus tard."));
     };
     match fc.begin().await {
         Ok((url, pending)) => {
-            if session.insert(K_PENDING, &pending).is_err() {
-                return pages::server_error();
-            }
-            guard::see_other(url.as_str())
+            session.insert(K_PENDING, &pending).map_err(PageError::server)?;
+            Ok(guard::see_other(url.as_str()))
         }
         Err(e) => {
             tracing::warn!(error = %e, "usager space: FranceConnect unavailable");
-            guard::see_other(&format!("{HOME}?erreur=indisponible"))
+            Ok(guard::see_other(&format!("{HOME}?erreur=indisponible")))
         }
     }
 }
 
 /// FranceConnect's answer for a usager-space request (see [`owns_callback`]).
-pub async fn callback(state: web::Data<AppState>, session: Session, code: Option<&str>, fc_state: &str, error: Option<(&str, Option<&str>)>) -> HttpResponse {
+pub async fn callback(state: web::Data<AppState>, session: Session, code: Option<&str>, fc_state: &str, error: Option<(&str, Option<&str>)>) -> Result<HttpResponse, PageError> {
     let pending = session.remove_as::<Pending>(K_PENDING).and_then(Result::ok);
     let Some(pending) = crate::franceconnect::matching(pending, fc_state) else {
-        return guard::see_other(&format!("{HOME}?erreur=session"));
+        return Err(PageError::Redirect(format!("{HOME}?erreur=session")));
     };
-    let Some(fc) = state.franceconnect.clone() else { return guard::see_other(HOME) };
+    let Some(fc) = state.franceconnect.clone() else { return Err(PageError::Redirect(HOME.to_owned())) };
     if let Some((e, d)) = error {
         let key = if callback_error(e, d) == FcError::Cancelled { "annule" } else { "refus" };
-        return guard::see_other(&format!("{HOME}?erreur={key}"));
+        return Err(PageError::Redirect(format!("{HOME}?erreur={key}")));
     }
-    let Some(code) = code.filter(|c| !c.is_empty()) else { return guard::see_other(&format!("{HOME}?erreur=refus")) };
+    let Some(code) = code.filter(|c| !c.is_empty()) else { return Err(PageError::Redirect(format!("{HOME}?erreur=refus"))) };
     let got = match fc.finish(code, &pending.nonce).await {
         Ok(g) => g,
         Err(e) => {
             tracing::warn!(error = %e, "usager space: FranceConnect identification failed");
             let key = if matches!(e, FcError::AcrTooLow(_)) { "niveau" } else { "refus" };
-            return guard::see_other(&format!("{HOME}?erreur={key}"));
+            return Err(PageError::Redirect(format!("{HOME}?erreur={key}")));
         }
     };
     let key = usager_key(&state.usager_salt, &got.fc_sub);
     let st = state.clone();
-    let found = match web::block(move || st.db.read(|c| mandats::find_usager_by_key(c, &key))).await {
-        Ok(Ok(f)) => f,
-        _ => return pages::server_error(),
-    };
+    let found = blocking(move || st.db.read(|c| mandats::find_usager_by_key(c, &key))).await?;
     session.renew();
     forget(&session);
     // Someone with no mandat at all sees an empty space: nothing tells whether a person is
     // known to the service, and nothing of anyone else is ever shown.
     let id = found.unwrap_or(0);
-    if session.insert(K_USAGER, id).is_err() || session.insert(K_USAGER_AT, state.clock.now().micros()).is_err() {
-        return pages::server_error();
-    }
+    session.insert(K_USAGER, id).map_err(PageError::server)?;
+    session.insert(K_USAGER_AT, state.clock.now().micros()).map_err(PageError::server)?;
     tracing::info!("usager identified for their space");
     let logout_state = data_encoding::BASE64URL_NOPAD.encode(&random_bytes::<32>());
     match fc.logout_url(&got.id_token, &logout_state).await {
         Ok(url) => {
             let _ = session.insert(K_RETURNING, true);
-            guard::see_other(url.as_str())
+            Ok(guard::see_other(url.as_str()))
         }
-        Err(_) => guard::see_other(HOME),
+        Err(_) => Ok(guard::see_other(HOME)),
     }
 }
 
-pub async fn leave(session: Session, body: web::Bytes) -> HttpResponse {
-    if let Err(r) = guard::csrf_checked(&session, &guard::parse_form(&body)) {
-        return r;
-    }
+pub async fn leave(session: Session, body: web::Bytes) -> Result<HttpResponse, PageError> {
+    guard::check_csrf(&session, &guard::parse_form(&body))?;
     forget(&session);
-    guard::see_other(HOME)
+    Ok(guard::see_other(HOME))
 }
 
-async fn revoke(state: web::Data<AppState>, session: Session, body: web::Bytes, target: Result<i64, i64>) -> HttpResponse {
-    if let Err(r) = guard::csrf_checked(&session, &guard::parse_form(&body)) {
-        return r;
-    }
-    let Some(usager) = usager_of(&state, &session) else { return guard::see_other(HOME) };
+async fn revoke(state: web::Data<AppState>, session: Session, body: web::Bytes, target: Result<i64, i64>) -> Result<HttpResponse, PageError> {
+    guard::check_csrf(&session, &guard::parse_form(&body))?;
+    let Some(usager) = usager_of(&state, &session) else { return Err(PageError::Redirect(HOME.to_owned())) };
     let st = state.clone();
     let now = state.clock.now();
-    let done = web::block(move || match target {
+    let done = blocking_keep(move || match target {
         Ok(aut) => usager_space::revoke_autorisation(&st.db, usager, aut, now),
         Err(mandat) => usager_space::revoke_mandat(&st.db, usager, mandat, now),
     })
-    .await;
+    .await?;
     match done {
-        Ok(Ok(r)) => guard::see_other(&format!("{HOME}?revocation={}", r.fingerprint)),
-        Ok(Err(StoreError::NotFound(_))) => not_found(),
-        Ok(Err(StoreError::Conflict(m))) => pages::error_page(StatusCode::CONFLICT, "Rien à révoquer", &format!("{}. Revenez à votre espace pour voir l'état de vos mandats.", pages::capitalise(&m))),
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "usager space: revocation failed");
-            pages::server_error()
-        }
-        Err(_) => pages::server_error(),
+        Ok(r) => Ok(guard::see_other(&format!("{HOME}?revocation={}", r.fingerprint))),
+        Err(StoreError::NotFound(_)) => Err(NOT_FOUND),
+        Err(StoreError::Conflict(m)) => Err(PageError::page(
+            StatusCode::CONFLICT,
+            "Rien à révoquer",
+            format!("{}. Revenez à votre espace pour voir l'état de vos mandats.", pages::capitalise(&m)),
+        )),
+        Err(e) => Err(PageError::store("usager space: revocation failed", e)),
     }
 }
 
-fn not_found() -> HttpResponse {
-    pages::error_page(StatusCode::NOT_FOUND, "Page introuvable", "Ce mandat ou cette attestation n'existe pas, ou ne vous concerne pas.")
+const NOT_FOUND: PageError = PageError::NotFound("Ce mandat ou cette attestation n'existe pas, ou ne vous concerne pas.");
+
+/// A positive id from the path, or "page introuvable".
+fn id_of(raw: &str) -> Result<i64, PageError> {
+    raw.parse::<i64>().ok().filter(|v| *v > 0).ok_or(NOT_FOUND)
 }
 
-fn id_of(raw: &str) -> Option<i64> {
-    raw.parse::<i64>().ok().filter(|v| *v > 0)
+pub async fn revoke_autorisation(state: web::Data<AppState>, session: Session, path: web::Path<String>, body: web::Bytes) -> Result<HttpResponse, PageError> {
+    let id = id_of(&path)?;
+    revoke(state, session, body, Ok(id)).await
 }
 
-pub async fn revoke_autorisation(state: web::Data<AppState>, session: Session, path: web::Path<String>, body: web::Bytes) -> HttpResponse {
-    match id_of(&path) {
-        Some(id) => revoke(state, session, body, Ok(id)).await,
-        None => not_found(),
-    }
-}
-
-pub async fn revoke_mandat(state: web::Data<AppState>, session: Session, path: web::Path<String>, body: web::Bytes) -> HttpResponse {
-    match id_of(&path) {
-        Some(id) => revoke(state, session, body, Err(id)).await,
-        None => not_found(),
-    }
+pub async fn revoke_mandat(state: web::Data<AppState>, session: Session, path: web::Path<String>, body: web::Bytes) -> Result<HttpResponse, PageError> {
+    let id = id_of(&path)?;
+    revoke(state, session, body, Err(id)).await
 }
 
 /// The printable attestation of a revocation of the usager's.
-pub async fn revocation(state: web::Data<AppState>, session: Session, path: web::Path<String>) -> HttpResponse {
+pub async fn revocation(state: web::Data<AppState>, session: Session, path: web::Path<String>) -> Result<HttpResponse, PageError> {
     let fp = path.into_inner();
-    let Some(usager) = usager_of(&state, &session) else { return guard::see_other(HOME) };
+    let Some(usager) = usager_of(&state, &session) else { return Err(PageError::Redirect(HOME.to_owned())) };
     if !is_fingerprint(&fp) {
-        return not_found();
+        return Err(NOT_FOUND);
     }
     let st = state.clone();
-    let ms = match web::block(move || st.db.read(|c| usager_space::mandats_of(c, usager))).await {
-        Ok(Ok(m)) => m.into_iter().map(|m| m.facts).collect::<Vec<_>>(),
-        _ => return pages::server_error(),
-    };
+    let ms = blocking(move || st.db.read(|c| usager_space::mandats_of(c, usager))).await?.into_iter().map(|m| m.facts).collect::<Vec<_>>();
     let header = Header::anonymous_with_csrf(&session);
     crate::usagers::revocation_view(&state, header, (HOME.to_owned(), "Revenir à mon espace".to_owned()), fp, &ms).await
 }

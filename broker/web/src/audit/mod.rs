@@ -6,27 +6,27 @@
 //! organisation only (the organisation filter is forced); anyone else gets a 403.
 
 use crate::guard::{self, SignedIn};
+use crate::page_error::{blocking, PageError};
 use crate::pages::{self, render, Header};
 use crate::AppState;
 use actix_session::Session;
 use actix_web::http::StatusCode;
-use actix_web::web::Bytes;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpResponse, ResponseError};
 use askama::Template;
-use broker_core::journal::{Action, Entry, Record};
+use broker_core::journal::{Action, Record};
 use broker_core::{Demarche, Timestamp};
 use broker_store::journal::{self, Filter};
 use broker_store::referent;
 use broker_store::{audit, StoreError};
 use serde::Deserialize;
 use serde_json::json;
-use std::pin::Pin;
-use std::task::{Context, Poll};
+
+mod export;
+
+pub use export::{export_csv, export_jsonl};
 
 /// Entries per page of the search page and the API.
 const PAGE: i64 = 50;
-/// Entries read per database round trip while exporting.
-const EXPORT_BATCH: i64 = 2_000;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/audit", web::get().to(search_page))
@@ -48,19 +48,16 @@ pub struct Reader {
     pub scope: Scope,
 }
 
-fn forbidden() -> HttpResponse {
-    pages::error_page(
-        StatusCode::FORBIDDEN,
-        "Journal réservé",
-        "Le journal est consultable par les auditeurs, et par les référents pour leur structure. Si vous en avez besoin, demandez à votre référent.",
-    )
-}
+const FORBIDDEN: PageError = PageError::Forbidden {
+    title: "Journal réservé",
+    message: "Le journal est consultable par les auditeurs, et par les référents pour leur structure. Si vous en avez besoin, demandez à votre référent.",
+};
 
-/// The signed-in auditor or référent, or the response to send.
-pub async fn reader(state: &web::Data<AppState>, session: &Session, here: &str) -> Result<Reader, HttpResponse> {
-    let who = guard::require_signed_in(state, session, here)?;
+/// The signed-in auditor or référent, or why not.
+pub async fn reader(state: &web::Data<AppState>, session: &Session, here: &str) -> Result<Reader, PageError> {
+    let who = guard::signed_in(state, session, here)?;
     let st = state.clone();
-    let scope = web::block(move || {
+    let scope = blocking(move || {
         st.db.read(|c| {
             if audit::is_auditor(c, who.aidant_id)? {
                 return Ok(Some(Scope::Everything));
@@ -68,16 +65,8 @@ pub async fn reader(state: &web::Data<AppState>, session: &Session, here: &str) 
             Ok::<_, StoreError>(referent::referent_of_current(c, who.aidant_id)?.map(Scope::Organisation))
         })
     })
-    .await;
-    match scope {
-        Ok(Ok(Some(scope))) => Ok(Reader { who, scope }),
-        Ok(Ok(None)) => Err(forbidden()),
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "journal reader");
-            Err(pages::server_error())
-        }
-        Err(_) => Err(pages::server_error()),
-    }
+    .await?;
+    scope.map(|scope| Reader { who, scope }).ok_or(FORBIDDEN)
 }
 
 /// The search criteria as typed (query string).
@@ -232,11 +221,8 @@ fn opt(v: Option<i64>) -> String {
     v.map(|v| v.to_string()).unwrap_or_default()
 }
 
-pub async fn search_page(state: web::Data<AppState>, session: Session, q: web::Query<Criteria>) -> HttpResponse {
-    let r = match reader(&state, &session, "/audit").await {
-        Ok(r) => r,
-        Err(resp) => return resp,
-    };
+pub async fn search_page(state: web::Data<AppState>, session: Session, q: web::Query<Criteria>) -> Result<HttpResponse, PageError> {
+    let r = reader(&state, &session, "/audit").await?;
     let c = q.into_inner();
     let header = pages::header_for(&state, &session, r.who.aidant_id).await;
     let actions = Action::ALL.iter().map(|a| Choice { key: a.key(), label: a.label(), selected: blank(&c.action) == Some(a.key()) }).collect();
@@ -273,14 +259,11 @@ pub async fn search_page(state: web::Data<AppState>, session: Session, q: web::Q
                     .collect();
                 (rows, None, next)
             }
-            Err(e) => {
-                tracing::error!(error = %e, "journal search");
-                return pages::server_error();
-            }
+            Err(e) => return Err(PageError::store("journal search", e)),
         },
     };
     let exports = c.query();
-    render(&SearchPage { header, scoped, c, actions, demarches, rows, error, next, exports })
+    Ok(render(&SearchPage { header, scoped, c, actions, demarches, rows, error, next, exports }))
 }
 
 fn api_error(status: StatusCode, message: &str) -> HttpResponse {
@@ -290,8 +273,8 @@ fn api_error(status: StatusCode, message: &str) -> HttpResponse {
 pub async fn search_api(state: web::Data<AppState>, session: Session, q: web::Query<Criteria>) -> HttpResponse {
     let r = match reader(&state, &session, "/audit").await {
         Ok(r) => r,
-        Err(resp) if resp.status() == StatusCode::SEE_OTHER => return api_error(StatusCode::UNAUTHORIZED, "Connectez-vous pour lire le journal."),
-        Err(resp) => return api_error(resp.status(), "Le journal est réservé aux auditeurs, et aux référents pour leur structure."),
+        Err(PageError::SignIn { .. }) => return api_error(StatusCode::UNAUTHORIZED, "Connectez-vous pour lire le journal."),
+        Err(e) => return api_error(e.status_code(), "Le journal est réservé aux auditeurs, et aux référents pour leur structure."),
     };
     let f = match q.filter(r.scope) {
         Ok(f) => f,
@@ -311,180 +294,4 @@ pub async fn search_api(state: web::Data<AppState>, session: Session, q: web::Qu
             api_error(StatusCode::SERVICE_UNAVAILABLE, "Le journal est momentanément indisponible. Réessayez.")
         }
     }
-}
-
-/// The body of a streamed export: the chunks a blocking thread sends, in order.
-struct Chunks(tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>);
-
-impl futures_core::Stream for Chunks {
-    type Item = Result<Bytes, std::io::Error>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.0.poll_recv(cx)
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Format {
-    Csv,
-    JsonLines,
-}
-
-const CSV_HEADER: &str = "seq,at,action,aidant,organisation,usager,mandat,autorisation,demarche,client,attestation_hash,details,leaf_hash\n";
-
-fn csv_field(out: &mut String, v: &str) {
-    if v.contains([',', '"', '\n', '\r']) {
-        out.push('"');
-        out.push_str(&v.replace('"', "\"\""));
-        out.push('"');
-    } else {
-        out.push_str(v);
-    }
-}
-
-fn csv_line(r: &Record) -> String {
-    let mut s = String::with_capacity(256);
-    let at = Timestamp::from_micros(r.at).datetime().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-    let fields = [
-        r.seq.to_string(),
-        at,
-        r.action.clone(),
-        opt(r.aidant),
-        opt(r.organisation),
-        opt(r.usager),
-        opt(r.mandat),
-        opt(r.autorisation),
-        r.demarche.clone().unwrap_or_default(),
-        r.client.clone().unwrap_or_default(),
-        r.attestation_hash.clone().unwrap_or_default(),
-        r.details.clone(),
-        r.leaf_hash.clone(),
-    ];
-    for (i, f) in fields.iter().enumerate() {
-        if i > 0 {
-            s.push(',');
-        }
-        csv_field(&mut s, f);
-    }
-    s.push('\n');
-    s
-}
-
-/// The checkpoint an export ends with: a fresh one when entries were added since the
-/// latest, so that it covers every entry exported. Returns (tree size, signed note).
-fn covering_checkpoint(st: &AppState) -> Result<Option<(i64, String)>, StoreError> {
-    if let Some(key) = &st.journal_key {
-        broker_store::checkpoints::create(&st.db, key, st.clock.now(), true)?;
-    }
-    Ok(st.db.read(broker_store::checkpoints::latest)?.map(|c| (c.size, c.note)))
-}
-
-async fn export(state: web::Data<AppState>, session: Session, q: web::Query<Criteria>, format: Format) -> HttpResponse {
-    let r = match reader(&state, &session, "/audit").await {
-        Ok(r) => r,
-        Err(resp) => return resp,
-    };
-    let mut f = match q.filter(r.scope) {
-        Ok(f) => f,
-        Err(e) => return pages::error_page(StatusCode::BAD_REQUEST, "Critères incorrects", &e),
-    };
-    let st = state.clone();
-    let checkpoint = match web::block(move || covering_checkpoint(&st)).await {
-        Ok(Ok(Some(c))) => c,
-        Ok(Ok(None)) => {
-            return pages::error_page(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Export impossible pour le moment",
-                "Le journal n'a pas encore de point de contrôle signé. Réessayez dans quelques minutes.",
-            )
-        }
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "export checkpoint");
-            return pages::server_error();
-        }
-        Err(_) => return pages::server_error(),
-    };
-    f.up_to_seq = Some(checkpoint.0);
-    let st = state.clone();
-    let journaled = f.clone();
-    let by = r.who.aidant_id;
-    let fmt = format;
-    let noted = web::block(move || {
-        st.db.write(|c| {
-            let mut e = Entry::new(Action::JournalExported)
-                .aidant(by)
-                .detail("format", if fmt == Format::Csv { "csv" } else { "jsonl" })
-                .detail("checkpoint_size", checkpoint.0)
-                .detail("via", "web");
-            if let Some(o) = journaled.organisation {
-                e = e.detail("structure", o);
-            }
-            journal::append(c, &[e])
-        })
-    })
-    .await;
-    if !matches!(noted, Ok(Ok(()))) {
-        return pages::server_error();
-    }
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
-    let st = state.clone();
-    let note = checkpoint.1;
-    std::thread::spawn(move || {
-        if format == Format::Csv && tx.blocking_send(Ok(Bytes::from_static(CSV_HEADER.as_bytes()))).is_err() {
-            return;
-        }
-        let mut after = 0;
-        loop {
-            let page = match st.db.read(|c| journal::search(c, &f, after, EXPORT_BATCH)) {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::error!(error = %e, "journal export interrupted");
-                    let _ = tx.blocking_send(Err(std::io::Error::other("export interrompu")));
-                    return;
-                }
-            };
-            let Some(last) = page.last().map(|r| r.seq) else { break };
-            let mut chunk = String::with_capacity(page.len() * 400);
-            for r in &page {
-                match format {
-                    Format::Csv => chunk.push_str(&csv_line(r)),
-                    Format::JsonLines => {
-                        chunk.push_str(&broker_core::checkpoint::export_line(r));
-                        chunk.push('\n');
-                    }
-                }
-            }
-            if tx.blocking_send(Ok(Bytes::from(chunk))).is_err() {
-                return;
-            }
-            after = last;
-        }
-        let tail = match format {
-            Format::Csv => {
-                let mut s = String::from("checkpoint,");
-                csv_field(&mut s, &note);
-                s.push('\n');
-                s
-            }
-            Format::JsonLines => broker_core::checkpoint::export_checkpoint_line(&note) + "\n",
-        };
-        let _ = tx.blocking_send(Ok(Bytes::from(tail)));
-    });
-    let (ctype, name) = match format {
-        Format::Csv => ("text/csv; charset=utf-8", "journal.csv"),
-        Format::JsonLines => ("application/jsonl; charset=utf-8", "journal.jsonl"),
-    };
-    HttpResponse::Ok()
-        .content_type(ctype)
-        .insert_header(("Content-Disposition", format!("attachment; filename=\"{name}\"")))
-        .insert_header(("Cache-Control", "no-store"))
-        .streaming(Chunks(rx))
-}
-
-pub async fn export_csv(state: web::Data<AppState>, session: Session, q: web::Query<Criteria>) -> HttpResponse {
-    export(state, session, q, Format::Csv).await
-}
-
-pub async fn export_jsonl(state: web::Data<AppState>, session: Session, q: web::Query<Criteria>) -> HttpResponse {
-    export(state, session, q, Format::JsonLines).await
 }

@@ -1,19 +1,15 @@
-//! The aidant's own space: home, second factors (security keys and TOTP devices), and
-//! the security-key ceremonies (sign-in, re-authentication, registration) as JSON
-//! endpoints for the page script.
+//! The security-key ceremonies as JSON endpoints for the page script: sign-in,
+//! re-authentication and registration.
 
 use crate::guard::{self, SignedIn, K_CEREMONY};
-use crate::pages::{self, render};
 use crate::signin::client_ip;
 use crate::throttle::{self, Attempt};
 use crate::AppState;
 use actix_session::Session;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use askama::Template;
 use broker_core::journal::{Action, Entry};
 use broker_core::secret::{constant_time_eq, random_bytes};
-use broker_core::Timestamp;
 use broker_store::{auth, journal, webauthn as keys, StoreError};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -21,143 +17,6 @@ use std::time::Duration;
 
 const CEREMONY_TTL: Duration = Duration::from_secs(300);
 const KEY_FAILURE: &str = "La clé de sécurité n'a pas été reconnue. Réessayez, ou utilisez votre e-mail et votre code.";
-
-pub struct KeyView {
-    pub id: i64,
-    pub name: String,
-    pub created: String,
-    pub last_used: String,
-}
-
-pub struct TotpView {
-    pub label: String,
-    pub created: String,
-}
-
-pub struct StructureChoice {
-    pub id: i64,
-    pub name: String,
-    pub current: bool,
-}
-
-#[derive(Template)]
-#[template(path = "espace.html")]
-struct EspacePage {
-    header: pages::Header,
-    structures: Vec<StructureChoice>,
-    referent: bool,
-    auditor: bool,
-    notice: Option<&'static str>,
-}
-
-#[derive(Template)]
-#[template(path = "securite.html")]
-struct SecuritePage<'a> {
-    header: pages::Header,
-    csrf: String,
-    keys: Vec<KeyView>,
-    totp: Vec<TotpView>,
-    notice: Option<&'a str>,
-    error: Option<&'a str>,
-}
-
-pub async fn home(state: web::Data<AppState>, session: Session, q: web::Query<NoticeQuery>) -> HttpResponse {
-    let who = match guard::require_signed_in(&state, &session, "/espace") {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
-    let st = state.clone();
-    let found = web::block(move || {
-        st.db.read(|c| {
-            let current = auth::find_active_by_id(c, who.aidant_id)?.and_then(|a| a.current_organisation_id);
-            Ok::<_, StoreError>((current, broker_store::referent::memberships_of(c, who.aidant_id)?, broker_store::audit::is_auditor(c, who.aidant_id)?))
-        })
-    })
-    .await;
-    let Ok(Ok((current, memberships, auditor))) = found else { return pages::server_error() };
-    let referent = memberships.iter().any(|m| Some(m.organisation_id) == current && m.role == broker_store::referent::Role::Referent);
-    let structures = memberships.into_iter().map(|m| StructureChoice { current: Some(m.organisation_id) == current, id: m.organisation_id, name: m.name }).collect();
-    let notice = (q.ok.as_deref() == Some("structure")).then_some("Vous travaillez maintenant pour cette structure. Les mandats que vous créez et les usagers que vous voyez sont les siens.");
-    let header = pages::header_for(&state, &session, who.aidant_id).await;
-    render(&EspacePage { header, structures, referent, auditor, notice })
-}
-
-#[derive(Deserialize)]
-pub struct NoticeQuery {
-    ok: Option<String>,
-}
-
-async fn security_page(state: &web::Data<AppState>, session: &Session, who: SignedIn, notice: Option<&str>, error: Option<&str>) -> HttpResponse {
-    let st = state.clone();
-    let lists = web::block(move || -> Result<_, StoreError> {
-        Ok((keys::list_credentials(&st.db, who.aidant_id)?, auth::totp_devices(&st.db, who.aidant_id)?))
-    })
-    .await;
-    let Ok(Ok((creds, devices))) = lists else { return pages::server_error() };
-    let date = |t: i64| Timestamp::from_micros(t).french_date();
-    let header = pages::header_for(state, session, who.aidant_id).await;
-    render(&SecuritePage {
-        header,
-        csrf: guard::csrf_token(session),
-        keys: creds
-            .into_iter()
-            .map(|c| KeyView { id: c.id, name: c.name, created: date(c.created_at), last_used: c.last_used_at.map(date).unwrap_or_else(|| "jamais".into()) })
-            .collect(),
-        totp: devices
-            .into_iter()
-            .filter(|d| d.confirmed)
-            .map(|d| TotpView {
-                label: match d.card_serial {
-                    Some(serial) => format!("Carte à code n° {serial}"),
-                    None => "Application d'authentification sur téléphone".into(),
-                },
-                created: date(d.created_at),
-            })
-            .collect(),
-        notice,
-        error,
-    })
-}
-
-pub async fn security(state: web::Data<AppState>, session: Session, q: web::Query<NoticeQuery>) -> HttpResponse {
-    let who = match guard::require_signed_in(&state, &session, "/espace/securite") {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
-    let notice = match q.ok.as_deref() {
-        Some("ajout") => Some("La clé de sécurité a été ajoutée."),
-        Some("retrait") => Some("La clé de sécurité a été retirée."),
-        _ => None,
-    };
-    security_page(&state, &session, who, notice, None).await
-}
-
-#[derive(Deserialize)]
-pub struct RemoveForm {
-    csrf: String,
-}
-
-pub async fn remove_key(state: web::Data<AppState>, session: Session, path: web::Path<i64>, form: web::Form<RemoveForm>) -> HttpResponse {
-    if !guard::csrf_ok(&session, &form.csrf) {
-        return guard::csrf_refused();
-    }
-    let who = match guard::require_fresh(&state, &session, "/espace/securite") {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
-    let st = state.clone();
-    let id = path.into_inner();
-    let r = web::block(move || keys::remove_credential(&st.db, who.aidant_id, id, st.clock.now())).await;
-    match r {
-        Ok(Ok(())) => guard::see_other("/espace/securite?ok=retrait"),
-        Ok(Err(e)) if e.is_user_error() => security_page(&state, &session, who, None, Some(&e.to_string())).await,
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "removing a security key failed");
-            pages::server_error()
-        }
-        Err(_) => pages::server_error(),
-    }
-}
 
 fn json_error(status: StatusCode, message: &str) -> HttpResponse {
     HttpResponse::build(status).insert_header(("Cache-Control", "no-store")).json(json!({ "error": message }))

@@ -1,0 +1,165 @@
+//! The organisation's aidants: the list, adding one (with the invitation e-mail), one
+//! aidant's page, deactivating and reactivating.
+
+use super::{notice_text, referent_and_member, referent_and_member_form, referent_form, require_referent, run_store, Freshness, MemberRow, Notice, Referent};
+use crate::guard::{self, field, parse_form};
+use crate::page_error::{blocking, PageError};
+use crate::pages::{self, render, render_with, Header};
+use crate::AppState;
+use actix_session::Session;
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use askama::Template;
+use broker_store::referent::{self, Added, NewMember};
+
+#[derive(Template)]
+#[template(path = "referent.html")]
+struct HomePage<'a> {
+    header: Header,
+    organisation: &'a str,
+    members: Vec<MemberRow>,
+    notice: Option<&'a str>,
+}
+
+
+pub async fn home(state: web::Data<AppState>, session: Session, q: web::Query<Notice>) -> Result<HttpResponse, PageError> {
+    let r = require_referent(&state, &session, "/referent", Freshness::Any).await?;
+    let st = state.clone();
+    let org = r.organisation_id();
+    let members = blocking(move || st.db.read(|c| referent::members(c, org))).await?;
+    let header = pages::header_for(&state, &session, r.who.aidant_id).await;
+    Ok(render(&HomePage {
+        header,
+        organisation: &r.organisation.name,
+        members: members.iter().map(MemberRow::from).collect(),
+        notice: notice_text(q.ok.as_deref()),
+    }))
+}
+
+#[derive(Template)]
+#[template(path = "referent_nouvel_aidant.html")]
+struct NewMemberPage<'a> {
+    header: Header,
+    organisation: &'a str,
+    email: &'a str,
+    first_name: &'a str,
+    last_name: &'a str,
+    profession: &'a str,
+    error: Option<String>,
+}
+
+pub async fn new_member_form(state: web::Data<AppState>, session: Session) -> Result<HttpResponse, PageError> {
+    let r = require_referent(&state, &session, "/referent/aidants/nouveau", Freshness::Fresh).await?;
+    let header = pages::header_for(&state, &session, r.who.aidant_id).await;
+    Ok(render(&NewMemberPage { header, organisation: &r.organisation.name, email: "", first_name: "", last_name: "", profession: "", error: None }))
+}
+
+pub async fn new_member_submit(state: web::Data<AppState>, session: Session, body: web::Bytes) -> Result<HttpResponse, PageError> {
+    let form = parse_form(&body);
+    let r = referent_form(&state, &session, "/referent/aidants/nouveau", &form).await?;
+    let get = |k: &str| field(&form, k).unwrap_or("").to_owned();
+    let (email, first, last, profession) = (get("email"), get("prenom"), get("nom"), get("profession"));
+    let st = state.clone();
+    let org = r.organisation_id();
+    let by = r.who.aidant_id;
+    let now = state.clock.now();
+    let (e2, f2, l2, p2) = (email.clone(), first.clone(), last.clone(), profession.clone());
+    let added = run_store(move || {
+        referent::add_member(&st.db, org, &NewMember { email: &e2, first_name: &f2, last_name: &l2, profession: &p2 }, by, now)
+    })
+    .await?;
+    let error = match added {
+        Ok(a) => {
+            let to = broker_core::validate::email(&email).unwrap_or_else(|_| email.clone());
+            invite(&state, &r, a, &to).await;
+            return Ok(guard::see_other(match a {
+                Added::Created(_) => "/referent?ok=ajoute",
+                Added::Joined(_) => "/referent?ok=rejoint",
+            }));
+        }
+        Err(e) => e.to_string(),
+    };
+    let header = pages::header_for(&state, &session, r.who.aidant_id).await;
+    Ok(render_with(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        &NewMemberPage {
+            header,
+            organisation: &r.organisation.name,
+            email: &email,
+            first_name: &first,
+            last_name: &last,
+            profession: &profession,
+            error: Some(pages::capitalise(&error)),
+        },
+    ))
+}
+
+/// The invitation e-mail: where to sign in, and that the référent gives the second factor.
+async fn invite(state: &web::Data<AppState>, r: &Referent, added: Added, email: &str) {
+    let subject = format!("Aidants Connect : vous faites partie de la structure {}", r.organisation.name);
+    let sign_in = format!("{}/connexion", state.issuer.trim_end_matches('/'));
+    let body = match added {
+        Added::Created(_) => format!(
+            "Bonjour,\n\nVotre référent vous a ouvert un compte Aidants Connect pour la structure {org}.\n\n\
+Pour vous connecter, il vous faut un moyen de connexion : une carte à code, une application à code ou une clé de sécurité. \
+Votre référent l'active avec vous.\n\nEnsuite, connectez-vous ici : {sign_in}\n\n\
+Si vous ne travaillez pas pour cette structure, ignorez ce message.\n",
+            org = r.organisation.name
+        ),
+        Added::Joined(_) => format!(
+            "Bonjour,\n\nVous faites maintenant aussi partie de la structure {org} sur Aidants Connect.\n\
+Une fois connecté, choisissez la structure pour laquelle vous travaillez depuis « Mon espace ».\n\n{sign_in}\n",
+            org = r.organisation.name
+        ),
+    };
+    let mailer = state.mailer.clone();
+    let m = crate::mail::Message { to: email.to_owned(), subject, text: body };
+    match web::block(move || mailer.send(&m)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "invitation e-mail not sent"),
+        Err(_) => tracing::warn!("invitation e-mail not sent"),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "referent_aidant.html")]
+struct MemberPage<'a> {
+    header: Header,
+    member: MemberRow,
+    is_self: bool,
+    error: Option<&'a str>,
+}
+
+pub async fn member_page(state: web::Data<AppState>, session: Session, path: web::Path<String>) -> Result<HttpResponse, PageError> {
+    let here = format!("/referent/aidants/{}", path.as_str());
+    let (r, m) = referent_and_member(&state, &session, &here, &path, Freshness::Any).await?;
+    let header = pages::header_for(&state, &session, r.who.aidant_id).await;
+    Ok(render(&MemberPage { header, is_self: m.id == r.who.aidant_id, member: MemberRow::from(&m), error: None }))
+}
+
+async fn set_active(state: web::Data<AppState>, session: Session, path: web::Path<String>, body: web::Bytes, active: bool) -> Result<HttpResponse, PageError> {
+    let here = format!("/referent/aidants/{}", path.as_str());
+    let form = parse_form(&body);
+    let (r, m) = referent_and_member_form(&state, &session, &here, &path, &form).await?;
+    let st = state.clone();
+    let (org, by, now) = (r.organisation_id(), r.who.aidant_id, state.clock.now());
+    match run_store(move || referent::set_active(&st.db, org, m.id, active, by, now)).await? {
+        Ok(_) => Ok(guard::see_other(if active { "/referent?ok=reactive" } else { "/referent?ok=desactive" })),
+        Err(e) => {
+            let header = pages::header_for(&state, &session, r.who.aidant_id).await;
+            let msg = e.to_string();
+            Ok(render_with(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &MemberPage { header, is_self: m.id == by, member: MemberRow::from(&m), error: Some(&msg) },
+            ))
+        }
+    }
+}
+
+pub async fn deactivate(state: web::Data<AppState>, session: Session, path: web::Path<String>, body: web::Bytes) -> Result<HttpResponse, PageError> {
+    set_active(state, session, path, body, false).await
+}
+
+pub async fn reactivate(state: web::Data<AppState>, session: Session, path: web::Path<String>, body: web::Bytes) -> Result<HttpResponse, PageError> {
+    set_active(state, session, path, body, true).await
+}
