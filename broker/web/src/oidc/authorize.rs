@@ -297,14 +297,22 @@ pub struct SearchQuery {
     q: Option<String>,
 }
 
+/// A step's answer: the page, or whatever stopped it (expired flow, sign-in, error
+/// redirect to the client…); both are sent as they are.
+type Step = Result<HttpResponse, HttpResponse>;
+
+fn answer(step: Step) -> HttpResponse {
+    step.unwrap_or_else(|stopped| stopped)
+}
+
 pub async fn choose_usager(req: HttpRequest, path: web::Path<String>, q: web::Query<SearchQuery>, state: web::Data<AppState>, session: Session) -> HttpResponse {
-    let id = path.into_inner();
-    let (flow, actor) = match step(&state, &req, &id).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let search = q.q.clone().unwrap_or_default();
-    render_usagers(&state, &session, &id, &flow.value, &actor, &search, None).await
+    answer(async {
+        let id = path.into_inner();
+        let (flow, actor) = step(&state, &req, &id).await?;
+        let search = q.q.clone().unwrap_or_default();
+        Ok(render_usagers(&state, &session, &id, &flow.value, &actor, &search, None).await)
+    }
+    .await)
 }
 
 async fn render_usagers(state: &web::Data<AppState>, session: &Session, id: &str, flow: &Flow, actor: &Actor, search: &str, error: Option<&str>) -> HttpResponse {
@@ -352,29 +360,24 @@ pub async fn pick_usager(req: HttpRequest, path: web::Path<String>, form: web::F
     if !guard::csrf_ok(&session, &form.csrf) {
         return guard::csrf_refused();
     }
-    let id = path.into_inner();
-    let (mut flow, actor) = match step(&state, &req, &id).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let Ok(usager_id) = form.usager.parse::<i64>() else {
-        return render_usagers(&state, &session, &id, &flow.value, &actor, "", Some(NO_LONGER)).await;
-    };
-    let auts = match usager_autorisations(&state, &actor, usager_id).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    match auts.as_slice() {
-        [] => render_usagers(&state, &session, &id, &flow.value, &actor, "", Some(NO_LONGER)).await,
-        [only] => issue(&state, &session, &id, &flow.value, &actor, usager_id, only).await,
-        _ => {
-            flow.value.usager_id = Some(usager_id);
-            if let Err(r) = save_flow(&state, &id, &flow) {
-                return r;
+    answer(async {
+        let id = path.into_inner();
+        let (mut flow, actor) = step(&state, &req, &id).await?;
+        let Ok(usager_id) = form.usager.parse::<i64>() else {
+            return Ok(render_usagers(&state, &session, &id, &flow.value, &actor, "", Some(NO_LONGER)).await);
+        };
+        let auts = usager_autorisations(&state, &actor, usager_id).await?;
+        Ok(match auts.as_slice() {
+            [] => render_usagers(&state, &session, &id, &flow.value, &actor, "", Some(NO_LONGER)).await,
+            [only] => issue(&state, &session, &id, &flow.value, &actor, usager_id, only).await,
+            _ => {
+                flow.value.usager_id = Some(usager_id);
+                save_flow(&state, &id, &flow)?;
+                guard::see_other(&format!("/autorisation/{id}/demarche"))
             }
-            guard::see_other(&format!("/autorisation/{id}/demarche"))
-        }
+        })
     }
+    .await)
 }
 
 async fn usager_name(state: &web::Data<AppState>, actor: &Actor, usager_id: i64) -> String {
@@ -390,21 +393,21 @@ async fn usager_name(state: &web::Data<AppState>, actor: &Actor, usager_id: i64)
 }
 
 pub async fn choose_demarche(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>, session: Session) -> HttpResponse {
-    let id = path.into_inner();
-    let (flow, actor, usager_id, auts) = match demarche_step(&state, &req, &id).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    if auts.is_empty() {
-        return render_usagers(&state, &session, &id, &flow.value, &actor, "", Some(NO_LONGER)).await;
+    answer(async {
+        let id = path.into_inner();
+        let (flow, actor, usager_id, auts) = demarche_step(&state, &req, &id).await?;
+        if auts.is_empty() {
+            return Ok(render_usagers(&state, &session, &id, &flow.value, &actor, "", Some(NO_LONGER)).await);
+        }
+        let header = pages::header_for(&state, &session, actor.who.aidant_id).await;
+        let usager_name = usager_name(&state, &actor, usager_id).await;
+        let demarches = auts
+            .iter()
+            .map(|a| pages::DemarcheView { key: a.demarche.key(), title: a.demarche.title(), description: a.demarche.description() })
+            .collect();
+        Ok(pages::render(&ChooseDemarche { header, csrf: guard::csrf_token(&session), flow: &id, client_name: &flow.value.client_name, usager_name, demarches }))
     }
-    let header = pages::header_for(&state, &session, actor.who.aidant_id).await;
-    let usager_name = usager_name(&state, &actor, usager_id).await;
-    let demarches = auts
-        .iter()
-        .map(|a| pages::DemarcheView { key: a.demarche.key(), title: a.demarche.title(), description: a.demarche.description() })
-        .collect();
-    pages::render(&ChooseDemarche { header, csrf: guard::csrf_token(&session), flow: &id, client_name: &flow.value.client_name, usager_name, demarches })
+    .await)
 }
 
 #[derive(Deserialize)]
@@ -417,15 +420,15 @@ pub async fn pick_demarche(req: HttpRequest, path: web::Path<String>, form: web:
     if !guard::csrf_ok(&session, &form.csrf) {
         return guard::csrf_refused();
     }
-    let id = path.into_inner();
-    let (flow, actor, usager_id, auts) = match demarche_step(&state, &req, &id).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    match auts.iter().find(|a| a.demarche.key() == form.demarche) {
-        Some(a) => issue(&state, &session, &id, &flow.value, &actor, usager_id, a).await,
-        None => render_usagers(&state, &session, &id, &flow.value, &actor, "", Some(NO_LONGER)).await,
+    answer(async {
+        let id = path.into_inner();
+        let (flow, actor, usager_id, auts) = demarche_step(&state, &req, &id).await?;
+        Ok(match auts.iter().find(|a| a.demarche.key() == form.demarche) {
+            Some(a) => issue(&state, &session, &id, &flow.value, &actor, usager_id, a).await,
+            None => render_usagers(&state, &session, &id, &flow.value, &actor, "", Some(NO_LONGER)).await,
+        })
     }
+    .await)
 }
 
 /// Issues the code for the autorisation just checked, ends the flow, and sends the
@@ -488,16 +491,16 @@ pub async fn cancel(req: HttpRequest, path: web::Path<String>, form: web::Form<C
     if !guard::csrf_ok(&session, &form.csrf) {
         return guard::csrf_refused();
     }
-    let id = path.into_inner();
-    let flow = match load_flow(&state, &req, &id) {
-        Ok(f) => f.value,
-        Err(r) => return r,
-    };
-    if let Err(e) = GrantStore::new(state.cache.as_ref()).take_flow(&id) {
-        tracing::error!(error = %e, "flow not ended");
-        return pages::server_error();
+    answer(async {
+        let id = path.into_inner();
+        let flow = load_flow(&state, &req, &id)?.value;
+        GrantStore::new(state.cache.as_ref()).take_flow(&id).map_err(|e| {
+            tracing::error!(error = %e, "flow not ended");
+            pages::server_error()
+        })?;
+        Ok(ending_flow(flow.redirect(&state.issuer, OAuthError::new(ErrorCode::AccessDenied, "L'aidant a annulé la connexion.")), &state, &id))
     }
-    ending_flow(flow.redirect(&state.issuer, OAuthError::new(ErrorCode::AccessDenied, "L'aidant a annulé la connexion.")), &state, &id)
+    .await)
 }
 
 #[cfg(test)]
