@@ -371,7 +371,29 @@ impl Core {
 
     /// The same, with a PKCE S256 challenge when `pkce`.
     pub fn auth_request_with(&self, rep_scope: Option<&[&str]>, pkce: bool) -> AuthRequest {
-        let (state, nonce) = (random_hex64(), random_hex64());
+        let claims = rep_scope.map(|values| serde_json::json!({ "id_token": { "rep_scope": { "essential": true, "values": values } } }));
+        self.request_of(random_hex64(), random_hex64(), claims, pkce)
+    }
+
+    /// The request exactly as FranceConnect's core builds it for Aidants Connect (its
+    /// Aidants Connect authorize handler): a `state` of 32 characters and a `nonce` of 43
+    /// (what its `openid-client` library generates), and `claims` with
+    /// `rep_scope: {essential: true, values: <the e-service's list>}`, where that list may
+    /// be empty or absent (`None`: the `values` member is left out).
+    pub fn auth_request_as_core(&self, values: Option<&[&str]>) -> AuthRequest {
+        let nonce = BASE64URL_NOPAD.encode(&rand::random::<[u8; 32]>());
+        assert_eq!(nonce.len(), 43);
+        let rep_scope = match values {
+            Some(v) => serde_json::json!({ "essential": true, "values": v }),
+            None => serde_json::json!({ "essential": true }),
+        };
+        self.request_of(random_alnum(32), nonce, Some(serde_json::json!({ "id_token": { "rep_scope": rep_scope } })), false)
+    }
+
+    /// The core's authorization request: scope openid profile email birth,
+    /// acr_values=eidas1, prompt=login, this `state` and `nonce`, `claims` when given,
+    /// and a PKCE S256 challenge when `pkce`.
+    fn request_of(&self, state: String, nonce: String, claims: Option<Value>, pkce: bool) -> AuthRequest {
         let (s, n) = (state.clone(), nonce.clone());
         let mut req = self
             .client
@@ -381,8 +403,7 @@ impl Core {
             .add_scope(Scope::new("birth".into()))
             .add_auth_context_value(AuthenticationContextClass::new("eidas1".into()))
             .add_prompt(CoreAuthPrompt::Login);
-        if let Some(values) = rep_scope {
-            let claims = serde_json::json!({ "id_token": { "rep_scope": { "essential": true, "values": values } } });
+        if let Some(claims) = claims {
             req = req.add_extra_param("claims", claims.to_string());
         }
         let mut verifier = None;
@@ -394,35 +415,6 @@ impl Core {
         let (url, csrf, nonce) = req.url();
         assert_eq!(csrf.secret(), &state);
         AuthRequest { url, state, nonce, pkce_verifier: verifier }
-    }
-
-    /// The request exactly as FranceConnect's core builds it for Aidants Connect (its
-    /// Aidants Connect authorize handler): a `state` of 32 characters and a `nonce` of 43
-    /// (what its `openid-client` library generates), and `claims` with
-    /// `rep_scope: {essential: true, values: <the e-service's list>}`, where that list may
-    /// be empty or absent (`None`: the `values` member is left out).
-    pub fn auth_request_as_core(&self, values: Option<&[&str]>) -> AuthRequest {
-        let state = random_alnum(32);
-        let nonce = BASE64URL_NOPAD.encode(&rand::random::<[u8; 32]>());
-        assert_eq!(nonce.len(), 43);
-        let (s, n) = (state.clone(), nonce.clone());
-        let rep_scope = match values {
-            Some(v) => serde_json::json!({ "essential": true, "values": v }),
-            None => serde_json::json!({ "essential": true }),
-        };
-        let claims = serde_json::json!({ "id_token": { "rep_scope": rep_scope } });
-        let (url, csrf, nonce) = self
-            .client
-            .authorize_url(CoreAuthenticationFlow::AuthorizationCode, move || CsrfToken::new(s), move || Nonce::new(n))
-            .add_scope(Scope::new("profile".into()))
-            .add_scope(Scope::new("email".into()))
-            .add_scope(Scope::new("birth".into()))
-            .add_auth_context_value(AuthenticationContextClass::new("eidas1".into()))
-            .add_prompt(CoreAuthPrompt::Login)
-            .add_extra_param("claims", claims.to_string())
-            .url();
-        assert_eq!(csrf.secret(), &state);
-        AuthRequest { url, state, nonce, pkce_verifier: None }
     }
 
     /// `POST /token` at instance `on` with `client_secret_post`.

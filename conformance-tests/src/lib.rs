@@ -2,6 +2,30 @@
 //! [`idp`] seeds a broker through its CLI and drives an aidant's browser; [`fc`] plays
 //! FranceConnect's core, an OpenID Connect client of the broker.
 
+/// Each case as a module with one test per backend, `case::sqlite` and `case::postgres`:
+/// `on_both_backends! { fn name(backend) { … } … }` (the test file imports `Backend`).
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($(#[$doc:meta])* fn $name:ident($b:ident) $body:block)*) => {
+        $(
+            $(#[$doc])*
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+                fn case($b: Backend) $body
+                #[test]
+                fn sqlite() {
+                    case(Backend::Sqlite)
+                }
+                #[test]
+                fn postgres() {
+                    case(Backend::Postgres)
+                }
+            }
+        )*
+    };
+}
+
 pub mod fc;
 pub mod idp;
 pub mod proxy;

@@ -13,6 +13,7 @@
 //! status and its time to FILE.
 
 use broker_core::totp::Seed;
+use conformance_tests::on_both_backends;
 use conformance_tests::idp::{Aidant, Backend, Idp, Mandat, Page, Registration, Usager, CALLBACK, LOGOUT_CALLBACK};
 use data_encoding::{BASE64, BASE64URL_NOPAD};
 use std::io::{ErrorKind, Read, Write};
@@ -20,27 +21,6 @@ use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-/// Each case as a module with one test per backend: `case::sqlite`, `case::postgres`.
-macro_rules! on_both_backends {
-    ($($(#[$doc:meta])* fn $name:ident($b:ident) $body:block)*) => {
-        $(
-            $(#[$doc])*
-            mod $name {
-                #[allow(unused_imports)]
-                use super::*;
-                fn case($b: Backend) $body
-                #[test]
-                fn sqlite() {
-                    case(Backend::Sqlite)
-                }
-                #[test]
-                fn postgres() {
-                    case(Backend::Postgres)
-                }
-            }
-        )*
-    };
-}
 
 // ---- raw HTTP ----------------------------------------------------------------------------
 

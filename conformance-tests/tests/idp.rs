@@ -4,6 +4,7 @@
 //! the broker's pages over HTTP. Every case runs on the embedded default (SQLite and the
 //! in-process cache) and on PostgreSQL with Redis; docs/franceconnect.md lists them.
 
+use conformance_tests::on_both_backends;
 use conformance_tests::fc::{core_checks, Core, FcIdTokenClaims, FcTokenResponse, Raw};
 use conformance_tests::idp::{Aidant, Backend, Browser, Callback, Idp, Mandat, Page, Proof, Usager, CALLBACK, LOGOUT_CALLBACK, OTHER_CALLBACK};
 use data_encoding::BASE64URL_NOPAD;
@@ -11,27 +12,6 @@ use openidconnect::{AccessToken, JsonWebKey, OAuth2TokenResponse, TokenResponse}
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
-/// Each case as a module with one test per backend: `case::sqlite`, `case::postgres`.
-macro_rules! on_both_backends {
-    ($($(#[$doc:meta])* fn $name:ident($b:ident) $body:block)*) => {
-        $(
-            $(#[$doc])*
-            mod $name {
-                #[allow(unused_imports)]
-                use super::*;
-                fn case($b: Backend) $body
-                #[test]
-                fn sqlite() {
-                    case(Backend::Sqlite)
-                }
-                #[test]
-                fn postgres() {
-                    case(Backend::Postgres)
-                }
-            }
-        )*
-    };
-}
 
 /// A broker with one structure, its aidant, and a usager who signed a mandat with them.
 struct World {

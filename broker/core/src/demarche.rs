@@ -132,18 +132,7 @@ fn canonical(mut list: Vec<Demarche>) -> Vec<Demarche> {
     list
 }
 
-impl serde::Serialize for Demarche {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.key())
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Demarche {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let key = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        Demarche::from_key(&key).ok_or_else(|| serde::de::Error::custom(UnknownDemarche(key.into_owned())))
-    }
-}
+serde_as_key!(Demarche, Demarche::from_key, "démarche");
 
 impl fmt::Display for Demarche {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -6,6 +6,25 @@
 //! which signing key signs and which ones the JWKS publishes.
 //! The `store` crate applies these decisions; the `web` crate renders them.
 
+/// Serialises a type as its key (`$t::key`), read back with `$parse` (`&str` to
+/// `Option<$t>`); an unknown key is an error naming `$what`.
+macro_rules! serde_as_key {
+    ($t:ty, $parse:path, $what:literal) => {
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.key())
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let key = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                $parse(&key).ok_or_else(|| serde::de::Error::custom(format!("{} inconnu(e) : {key}", $what)))
+            }
+        }
+    };
+}
+
 pub mod attestation;
 pub mod capability;
 pub mod checkpoint;

@@ -51,19 +51,8 @@ pub enum Scope {
     Birth,
 }
 
-/// Serialised as its key (`"profile"`).
-impl serde::Serialize for Scope {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.key())
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Scope {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let key = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        Scope::parse(&key).ok_or_else(|| serde::de::Error::custom(format!("scope inconnu : {key}")))
-    }
-}
+// Serialised as its key (`"profile"`).
+serde_as_key!(Scope, Scope::parse, "scope");
 
 impl Scope {
     pub const ALL: [Scope; 4] = [Scope::OpenId, Scope::Profile, Scope::Email, Scope::Birth];

@@ -67,7 +67,9 @@ pub struct TokenRequest<'a> {
     pub code_verifier: Option<&'a str>,
 }
 
-fn one<'a>(params: &'a [(String, String)], name: &str) -> Result<Option<&'a str>, OAuthError> {
+/// The value of parameter `name` (an empty value counts as absent, RFC 6749 §3.1), or
+/// `invalid_request` when it is given twice.
+pub fn one<'a>(params: &'a [(String, String)], name: &str) -> Result<Option<&'a str>, OAuthError> {
     let mut found = params.iter().filter(|(k, v)| k == name && !v.is_empty());
     let first = found.next().map(|(_, v)| v.as_str());
     if found.next().is_some() {

@@ -8,7 +8,7 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use broker_core::oidc::claims::{id_token_claims, sign_id_token, IdTokenInput};
 use broker_core::oidc::error::{ErrorCode, OAuthError};
-use broker_core::oidc::grant::{check_redemption, Issued, TokenRequest};
+use broker_core::oidc::grant::{check_redemption, one, Issued, TokenRequest};
 use broker_core::secret::Secret;
 use broker_store::oidc_state::GrantStore;
 use data_encoding::BASE64;
@@ -27,15 +27,6 @@ struct Credentials {
     client_id: String,
     secret: String,
     basic: bool,
-}
-
-fn one<'a>(params: &'a [(String, String)], name: &str) -> Result<Option<&'a str>, OAuthError> {
-    let mut found = params.iter().filter(|(k, v)| k == name && !v.is_empty());
-    let first = found.next().map(|(_, v)| v.as_str());
-    if found.next().is_some() {
-        return Err(OAuthError::invalid_request(format!("le paramètre {name} est répété")));
-    }
-    Ok(first)
 }
 
 fn credentials(req: &HttpRequest, params: &[(String, String)]) -> Result<Credentials, OAuthError> {
