@@ -4,11 +4,12 @@
 
 use crate::admin::find_organisation;
 use crate::journal;
-use crate::mandats::facts;
+use crate::mandat_facts::facts;
 use crate::schema::{attestations, autorisations, journal as journal_t, journal_pending, mandats, usagers};
 use crate::{AnyConnection, StoreError};
 use broker_core::attestation::{AttestationContent, Kind, LEGAL_TEXT_VERSION};
-use broker_core::journal::{Action, Entry};
+use broker_core::capability::{AidantId, MandatId, OrganisationId, UsagerId};
+use broker_core::journal::{Action, Actor, Event, Parties};
 use broker_core::mandat::MandatFacts;
 use broker_core::{Demarche, Timestamp};
 use diesel::prelude::*;
@@ -67,15 +68,15 @@ pub fn record_by(
             attestations::created_at.eq(now.micros()),
         ))
         .execute(c)?;
-    let mut e = Entry::new(Action::AttestationCreated);
-    e.aidant = aidant_id;
-    let e = e
-        .organisation(organisation_id)
-        .usager(usager_id)
-        .mandat(mandat_id)
-        .attestation_hash(fp.clone())
-        .detail("kind", k.key())
-        .detail("legal_text_version", content.legal_text_version.clone());
+    let e = Event::AttestationCreated {
+        by: aidant_id.map_or(Actor::Usager, |a| Actor::Aidant(AidantId(a))),
+        parties: Parties { organisation: OrganisationId(organisation_id), usager: UsagerId(usager_id) },
+        mandat: MandatId(mandat_id),
+        fingerprint: fp.clone(),
+        kind: k.key(),
+        legal_text_version: content.legal_text_version.clone(),
+    }
+    .entry(now);
     journal::append(c, &[e])?;
     Ok(fp)
 }

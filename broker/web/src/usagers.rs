@@ -14,12 +14,13 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use askama::Template;
 use broker_core::attestation::is_fingerprint;
+use broker_core::capability::{AidantId, AutorisationId, MandatId, OrganisationId, UsagerId};
 use broker_core::journal::Action;
 use broker_core::mandat::{Duree, MandatFacts, Status};
 use broker_core::{Demarche, Timestamp};
 use broker_store::mandat_changes::{self, HistoryLine, UsagerName};
 use broker_store::mandats::{self, NewMandat};
-use broker_store::{admin, attestations, auth, StoreError};
+use broker_store::{admin, attestations, auth, capabilities, StoreError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -309,7 +310,7 @@ pub async fn detail(state: web::Data<AppState>, session: Session, path: web::Pat
     let lines = web::block(move || -> Result<(Vec<HistoryLine>, BTreeMap<i64, String>, Vec<Demarche>), StoreError> {
         st.db.read_snapshot(|c| {
             let allowed = admin::find_organisation(c, org)?.allowed();
-            let lines = mandat_changes::history(c, org, usager_id)?;
+            let lines = mandat_changes::history(c, OrganisationId(org), UsagerId(usager_id))?;
             let mut names = BTreeMap::new();
             for a in lines.iter().filter_map(|l| l.aidant_id) {
                 if let std::collections::btree_map::Entry::Vacant(v) = names.entry(a) {
@@ -522,8 +523,8 @@ async fn revoke_submit(
     let now = state.clock.now();
     let st = state.clone();
     let done = web::block(move || match (mandat_id, autorisation_id) {
-        (Some(mid), _) => mandat_changes::revoke_mandat(&st.db, mid, who.aidant_id, now),
-        (None, Some(aid)) => mandat_changes::revoke_autorisation(&st.db, aid, who.aidant_id, now),
+        (Some(mid), _) => capabilities::in_organisation(&st.db, AidantId(who.aidant_id)).and_then(|by| mandat_changes::revoke_mandat(&st.db, &by, MandatId(mid), now)),
+        (None, Some(aid)) => capabilities::in_organisation(&st.db, AidantId(who.aidant_id)).and_then(|by| mandat_changes::revoke_autorisation(&st.db, &by, AutorisationId(aid), now)),
         _ => Err(StoreError::NotFound("rien à révoquer".into())),
     })
     .await;
@@ -882,7 +883,8 @@ pub async fn renew_confirm(state: web::Data<AppState>, session: Session, path: w
     let now = state.clock.now();
     let st = state.clone();
     let old = mandat.id;
-    match web::block(move || mandat_changes::renew_mandat(&st.db, old, &n, now)).await {
+    let aidant = AidantId(who.aidant_id);
+    match web::block(move || capabilities::in_organisation(&st.db, aidant).and_then(|by| mandat_changes::renew_mandat(&st.db, &by, MandatId(old), &n, now))).await {
         Ok(Ok(created)) => {
             session.remove(K_RENEWAL);
             guard::see_other(&format!("/mandats/{}/attestation", created.mandat_id))
