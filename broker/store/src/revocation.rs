@@ -65,16 +65,7 @@ pub fn revoke_in(c: &mut AnyConnection, target: Target, who: Revoker<'_>, now: T
     let revoked: Vec<Demarche> = plan.revoked.iter().map(|r| r.1).collect();
     let mandat_id = plan.mandat.get();
     let content = attestations::content_for_revocation(c, mandat_id, &revoked, now)?;
-    let fingerprint = attestations::record_by(
-        c,
-        mandat_id,
-        "revocation",
-        &content,
-        plan.by.aidant().map(|a| a.get()),
-        plan.parties.organisation.get(),
-        plan.parties.usager.get(),
-        now,
-    )?;
+    let fingerprint = attestations::record_by(c, plan.mandat, "revocation", &content, plan.by, plan.parties, now)?;
     Ok(Revocation { mandat_id, demarches: plan.demarches(), fingerprint })
 }
 
