@@ -6,7 +6,7 @@
 //! without the mandat check, so no caller can forget it. Ids are newtypes, so that an
 //! aidant id cannot be passed where a usager id is expected.
 
-use crate::mandat::{MandatFacts, Status};
+use crate::mandat_facts::{MandatFacts, Status};
 use crate::{Demarche, Timestamp};
 use serde::{Deserialize, Serialize};
 use std::fmt;

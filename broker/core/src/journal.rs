@@ -10,6 +10,10 @@
 //! space. Leaf hash = SHA-256(0x00 ‖ canonical bytes) (RFC 6962 leaf).
 //! Chain hash: c₀ = 32 zero bytes, cₙ = SHA-256(cₙ₋₁ ‖ leafₙ).
 
+mod event;
+
+pub use event::{Actor, Event, Parties};
+
 use crate::{Demarche, Timestamp};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -83,7 +87,8 @@ impl fmt::Display for Action {
 }
 
 /// An entry to append: what happened and to whom. The store gives it its sequence
-/// number and time inside the transaction of the change it records.
+/// number inside the transaction of the change it records, and its time: `at` when the
+/// change has one (its clock), the wall time of the append otherwise.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
     pub action: Action,
@@ -96,6 +101,8 @@ pub struct Entry {
     pub client: Option<String>,
     pub attestation_hash: Option<String>,
     pub details: Map<String, Value>,
+    /// The instant of the change, when it has its own clock.
+    pub at: Option<Timestamp>,
 }
 
 impl Entry {
@@ -111,7 +118,14 @@ impl Entry {
             client: None,
             attestation_hash: None,
             details: Map::new(),
+            at: None,
         }
+    }
+
+    /// Stamps the entry with the instant of the change.
+    pub fn at(mut self, at: Timestamp) -> Self {
+        self.at = Some(at);
+        self
     }
 
     pub fn aidant(mut self, id: i64) -> Self {

@@ -1,152 +1,15 @@
-//! Mandats and autorisations: durations, derived status, supersession, visibility.
-//!
-//! Nothing here is stored: status is always computed from the creation instant, the
-//! expiry instant and the revocation instants of the autorisations.
+//! Mandat changes, decided before anything is written: a new mandat and the
+//! autorisations it supersedes (`plan_new_mandat`), a revocation (`plan_revocation`).
+//! The durations and the facts they are decided from live in `duree` and
+//! `mandat_facts`, re-exported here.
 
+use crate::capability::{AutorisationId, InOrganisation, MandatId, OrganisationId, UsagerId};
+use crate::journal::{Actor, Event, Parties};
 use crate::{Demarche, Timestamp};
 
-/// The four durations a usager may choose. Expiry = creation + duration, exactly.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Duree {
-    /// « expire demain »
-    UnJour,
-    UnMois,
-    SixMois,
-    UnAn,
-}
+pub use crate::duree::Duree;
+pub use crate::mandat_facts::{AutorisationFacts, MandatFacts, Status, LIST_RETENTION_DAYS};
 
-impl Duree {
-    pub const ALL: [Duree; 4] = [Duree::UnJour, Duree::UnMois, Duree::SixMois, Duree::UnAn];
-
-    pub const fn days(self) -> i64 {
-        match self {
-            Duree::UnJour => 1,
-            Duree::UnMois => 31,
-            Duree::SixMois => 182,
-            Duree::UnAn => 365,
-        }
-    }
-
-    pub fn from_days(days: i64) -> Option<Duree> {
-        Duree::ALL.into_iter().find(|d| d.days() == days)
-    }
-
-    pub const fn label(self) -> &'static str {
-        match self {
-            Duree::UnJour => "1 jour (le mandat expire demain)",
-            Duree::UnMois => "1 mois (31 jours)",
-            Duree::SixMois => "6 mois (182 jours)",
-            Duree::UnAn => "1 an (365 jours)",
-        }
-    }
-
-    pub fn expiry(self, created_at: Timestamp) -> Timestamp {
-        created_at.plus_days(self.days())
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    Active,
-    Expired,
-    Revoked,
-}
-
-impl Status {
-    pub const fn label(self) -> &'static str {
-        match self {
-            Status::Active => "actif",
-            Status::Expired => "expiré",
-            Status::Revoked => "révoqué",
-        }
-    }
-}
-
-/// What the store knows of one autorisation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AutorisationFacts {
-    pub id: i64,
-    pub demarche: Demarche,
-    pub revoked_at: Option<Timestamp>,
-}
-
-impl AutorisationFacts {
-    fn revoked_by(&self, now: Timestamp) -> bool {
-        self.revoked_at.is_some_and(|r| r <= now)
-    }
-
-    /// Status of this autorisation within a mandat expiring at `expires_at`.
-    /// A revocation that happened before expiry wins over expiry.
-    pub fn status(&self, expires_at: Timestamp, now: Timestamp) -> Status {
-        match self.revoked_at {
-            Some(r) if r <= now && r < expires_at => Status::Revoked,
-            _ if now >= expires_at => Status::Expired,
-            _ => Status::Active,
-        }
-    }
-}
-
-/// What the store knows of one mandat.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MandatFacts {
-    pub id: i64,
-    pub organisation_id: i64,
-    pub usager_id: i64,
-    pub created_at: Timestamp,
-    pub expires_at: Timestamp,
-    pub autorisations: Vec<AutorisationFacts>,
-}
-
-/// How long an ended mandat stays in lists.
-pub const LIST_RETENTION_DAYS: i64 = 365;
-
-impl MandatFacts {
-    /// Active: not expired and at least one autorisation not revoked.
-    /// Revoked: every autorisation revoked before expiry. Expired otherwise.
-    pub fn status(&self, now: Timestamp) -> Status {
-        let all_revoked_before_expiry = !self.autorisations.is_empty()
-            && self
-                .autorisations
-                .iter()
-                .all(|a| a.status(self.expires_at, now) == Status::Revoked);
-        if all_revoked_before_expiry {
-            Status::Revoked
-        } else if now >= self.expires_at {
-            Status::Expired
-        } else if self.autorisations.iter().any(|a| !a.revoked_by(now)) {
-            Status::Active
-        } else {
-            Status::Revoked
-        }
-    }
-
-    /// The instant the mandat stopped being usable, if it has.
-    pub fn ended_at(&self, now: Timestamp) -> Option<Timestamp> {
-        match self.status(now) {
-            Status::Active => None,
-            Status::Expired => Some(self.expires_at),
-            Status::Revoked => self.autorisations.iter().filter_map(|a| a.revoked_at).max(),
-        }
-    }
-
-    /// Mandats expired or revoked for more than 365 days are left out of lists.
-    /// They are never deleted.
-    pub fn shown_in_lists(&self, now: Timestamp) -> bool {
-        match self.ended_at(now) {
-            None => true,
-            Some(end) => now <= end.plus_days(LIST_RETENTION_DAYS),
-        }
-    }
-
-    /// Démarches this mandat lets an aidant act for, at `now`.
-    pub fn active_demarches(&self, now: Timestamp) -> Vec<Demarche> {
-        self.autorisations
-            .iter()
-            .filter(|a| a.status(self.expires_at, now) == Status::Active)
-            .map(|a| a.demarche)
-            .collect()
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MandatError {
@@ -217,6 +80,109 @@ pub fn plan_new_mandat(
         demarches,
         superseded,
     })
+}
+
+/// What a revocation targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevocationTarget {
+    /// One autorisation of the mandat.
+    Autorisation(AutorisationId),
+    /// Every autorisation of the mandat still active.
+    Mandat,
+}
+
+/// Who revokes.
+#[derive(Debug, Clone, Copy)]
+pub enum Revoker<'a> {
+    /// An aidant acting in the mandat's organisation.
+    Aidant(&'a InOrganisation),
+    /// The usager of the mandat, from their own space.
+    Usager(UsagerId),
+}
+
+/// Why a revocation is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RevocationError {
+    #[error("ce mandat a expiré : il n'y a plus rien à révoquer")]
+    Expired,
+    #[error("cette autorisation est déjà révoquée")]
+    AutorisationAlreadyRevoked,
+    #[error("ce mandat est déjà révoqué")]
+    MandatAlreadyRevoked,
+    #[error("autorisation inconnue : {0}")]
+    UnknownAutorisation(AutorisationId),
+    /// The mandat is another organisation's, or another usager's.
+    #[error("mandat introuvable")]
+    NotTheirs,
+}
+
+/// What revoking changes: the autorisations revoked at `at`, whether the mandat ends with
+/// them, and the journal events to write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevocationPlan {
+    pub mandat: MandatId,
+    pub parties: Parties,
+    pub by: Actor,
+    pub at: Timestamp,
+    /// In autorisation order.
+    pub revoked: Vec<(AutorisationId, Demarche)>,
+    /// True when no autorisation of the mandat stays active.
+    pub mandat_revoked: bool,
+    pub events: Vec<Event>,
+}
+
+impl RevocationPlan {
+    /// The démarches revoked, in canonical order.
+    pub fn demarches(&self) -> Vec<Demarche> {
+        let mut d: Vec<Demarche> = self.revoked.iter().map(|r| r.1).collect();
+        d.sort();
+        d
+    }
+}
+
+/// Decides a revocation at `now`. An autorisation counts as already revoked once it has a
+/// revocation instant; nothing is revoked in a mandat that has expired. The aidant must
+/// act in the mandat's organisation, the usager must be the mandat's.
+pub fn plan_revocation(mandat: &MandatFacts, target: RevocationTarget, who: Revoker<'_>, now: Timestamp) -> Result<RevocationPlan, RevocationError> {
+    let by = match who {
+        Revoker::Aidant(a) if a.organisation().get() == mandat.organisation_id => Actor::Aidant(a.aidant()),
+        Revoker::Usager(u) if u.get() == mandat.usager_id => Actor::Usager,
+        _ => return Err(RevocationError::NotTheirs),
+    };
+    if let RevocationTarget::Autorisation(id) = target {
+        if !mandat.autorisations.iter().any(|a| a.id == id.get()) {
+            return Err(RevocationError::UnknownAutorisation(id));
+        }
+    }
+    if now >= mandat.expires_at {
+        return Err(RevocationError::Expired);
+    }
+    let active: Vec<&AutorisationFacts> = mandat.autorisations.iter().filter(|a| a.revoked_at.is_none()).collect();
+    let targets: Vec<&AutorisationFacts> = match target {
+        RevocationTarget::Autorisation(id) => {
+            let t: Vec<_> = active.iter().copied().filter(|a| a.id == id.get()).collect();
+            if t.is_empty() {
+                return Err(RevocationError::AutorisationAlreadyRevoked);
+            }
+            t
+        }
+        RevocationTarget::Mandat => active.clone(),
+    };
+    if targets.is_empty() {
+        return Err(RevocationError::MandatAlreadyRevoked);
+    }
+    let parties = Parties { organisation: OrganisationId(mandat.organisation_id), usager: UsagerId(mandat.usager_id) };
+    let id = MandatId(mandat.id);
+    let revoked: Vec<(AutorisationId, Demarche)> = targets.iter().map(|a| (AutorisationId(a.id), a.demarche)).collect();
+    let mut events: Vec<Event> = revoked
+        .iter()
+        .map(|&(autorisation, demarche)| Event::AutorisationRevoked { by, parties, mandat: id, autorisation, demarche })
+        .collect();
+    let mandat_revoked = targets.len() == active.len();
+    if mandat_revoked {
+        events.push(Event::MandatRevoked { by, parties, mandat: id, demarches: revoked.iter().map(|r| r.1).collect() });
+    }
+    Ok(RevocationPlan { mandat: id, parties, by, at: now, revoked, mandat_revoked, events })
 }
 
 #[cfg(test)]
@@ -330,5 +296,90 @@ mod tests {
             plan_new_mandat(1, &Demarche::ALL, 7, &[Social], Duree::UnAn, &[other], T0).unwrap_err(),
             MandatError::OtherParty
         );
+    }
+
+    mod revocation {
+        use super::*;
+        use crate::capability::{AidantFacts, AidantId, OrganisationFacts};
+
+        fn aidant_of(org: i64) -> InOrganisation {
+            let a = AidantFacts { id: AidantId(3), active: true, current_organisation: Some(OrganisationId(org)) };
+            InOrganisation::check(&a, &OrganisationFacts { id: OrganisationId(org), allowed_demarches: Demarche::ALL.to_vec() }).unwrap()
+        }
+
+        fn two() -> MandatFacts {
+            mandat(5, T0, Duree::UnMois, &[(50, Social), (51, Argent)])
+        }
+
+        const NOW: Timestamp = Timestamp::from_micros(1_800_000_000_000_000 + 3_600_000_000);
+
+        #[test]
+        fn one_of_two_autorisations_keeps_the_mandat() {
+            let by = aidant_of(1);
+            let p = plan_revocation(&two(), RevocationTarget::Autorisation(AutorisationId(51)), Revoker::Aidant(&by), NOW).unwrap();
+            assert_eq!(p.revoked, vec![(AutorisationId(51), Argent)]);
+            assert!(!p.mandat_revoked);
+            assert_eq!(p.by, Actor::Aidant(AidantId(3)));
+            assert_eq!(p.at, NOW);
+            assert_eq!(p.events.iter().map(|e| e.action()).collect::<Vec<_>>(), vec![crate::journal::Action::AutorisationRevoked]);
+        }
+
+        #[test]
+        fn the_last_autorisation_revokes_the_mandat() {
+            let by = aidant_of(1);
+            let mut m = two();
+            m.autorisations[0].revoked_at = Some(T0.plus_seconds(10));
+            let p = plan_revocation(&m, RevocationTarget::Autorisation(AutorisationId(51)), Revoker::Aidant(&by), NOW).unwrap();
+            assert!(p.mandat_revoked);
+            assert_eq!(
+                p.events.last(),
+                Some(&Event::MandatRevoked { by: Actor::Aidant(AidantId(3)), parties: p.parties, mandat: MandatId(5), demarches: vec![Argent] })
+            );
+            let whole = plan_revocation(&two(), RevocationTarget::Mandat, Revoker::Aidant(&by), NOW).unwrap();
+            assert_eq!(whole.revoked, vec![(AutorisationId(50), Social), (AutorisationId(51), Argent)]);
+            assert_eq!(whole.events.len(), 3);
+            assert!(whole.mandat_revoked);
+            assert_eq!(whole.demarches(), vec![Social, Argent]);
+        }
+
+        #[test]
+        fn already_revoked_is_refused() {
+            let by = aidant_of(1);
+            let mut m = two();
+            m.autorisations[1].revoked_at = Some(T0.plus_seconds(10));
+            let one = plan_revocation(&m, RevocationTarget::Autorisation(AutorisationId(51)), Revoker::Aidant(&by), NOW);
+            assert_eq!(one, Err(RevocationError::AutorisationAlreadyRevoked));
+            m.autorisations[0].revoked_at = Some(T0.plus_seconds(10));
+            assert_eq!(plan_revocation(&m, RevocationTarget::Mandat, Revoker::Aidant(&by), NOW), Err(RevocationError::MandatAlreadyRevoked));
+            assert_eq!(
+                plan_revocation(&two(), RevocationTarget::Autorisation(AutorisationId(99)), Revoker::Aidant(&by), NOW),
+                Err(RevocationError::UnknownAutorisation(AutorisationId(99)))
+            );
+        }
+
+        #[test]
+        fn nothing_is_revoked_from_the_instant_of_expiry() {
+            let by = aidant_of(1);
+            let m = two();
+            let last = Timestamp::from_micros(m.expires_at.micros() - 1);
+            assert!(plan_revocation(&m, RevocationTarget::Mandat, Revoker::Aidant(&by), last).is_ok());
+            assert_eq!(plan_revocation(&m, RevocationTarget::Mandat, Revoker::Aidant(&by), m.expires_at), Err(RevocationError::Expired));
+        }
+
+        #[test]
+        fn an_aidant_of_another_organisation_or_another_usager_is_refused() {
+            let other = aidant_of(2);
+            assert_eq!(plan_revocation(&two(), RevocationTarget::Mandat, Revoker::Aidant(&other), NOW), Err(RevocationError::NotTheirs));
+            assert_eq!(plan_revocation(&two(), RevocationTarget::Mandat, Revoker::Usager(UsagerId(8)), NOW), Err(RevocationError::NotTheirs));
+        }
+
+        #[test]
+        fn the_usager_revokes_as_themselves() {
+            let p = plan_revocation(&two(), RevocationTarget::Autorisation(AutorisationId(50)), Revoker::Usager(UsagerId(7)), NOW).unwrap();
+            assert_eq!(p.by, Actor::Usager);
+            let e = p.events[0].entry(p.at);
+            assert_eq!((e.aidant, e.usager, e.at), (None, Some(7), Some(NOW)));
+            assert_eq!(e.details.get("by").and_then(|v| v.as_str()), Some("usager"));
+        }
     }
 }

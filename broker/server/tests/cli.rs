@@ -498,3 +498,63 @@ fn an_autorisation_is_revoked_once_by_an_aidant_of_its_structure() {
         assert_eq!(cli.json(&["journal", "verify"])["ok"], true, "{name}");
     }
 }
+
+/// The journal entries of one mandat: action, démarche, whether an aidant is named, and the
+/// details of the entries revocation writes.
+fn mandat_entries(cli: &Cli, mandat: i64) -> Vec<(String, Option<String>, bool, String)> {
+    cli.t.db.flush_journal();
+    broker_testkit::journal(&cli.t.db, |c| broker_store::journal::page(c, 0, 1000))
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.mandat == Some(mandat))
+        .map(|r| {
+            let details = if r.action == "mandat_created" { String::new() } else { r.details };
+            (r.action, r.demarche, r.aidant.is_some(), details)
+        })
+        .collect()
+}
+
+#[test]
+fn the_cli_revokes_with_the_same_journal_entries_as_the_pages() {
+    use broker_core::capability::{AidantId, AutorisationId};
+    for cli in Cli::both() {
+        let name = cli.name();
+        structure(&cli, "81234567800013", "awa.diallo@exemple.fr", None);
+        let mandat = |fc_sub: &str| {
+            let id = usager(&cli, fc_sub)["id"].as_i64().unwrap().to_string();
+            cli.json(&["admin", "mandat", "create", "--aidant", "awa.diallo@exemple.fr", "--usager", &id, "--demarches", "social,argent", "--duree", "182"])
+        };
+        let auts = |m: &Value| m["autorisations"].as_array().unwrap().iter().map(|a| a["id"].as_i64().unwrap()).collect::<Vec<_>>();
+        let (by_cli, by_page) = (mandat("fc-sub-cli"), mandat("fc-sub-page"));
+
+        for a in auts(&by_cli) {
+            cli.json(&["admin", "mandat", "revoke", "--aidant", "awa.diallo@exemple.fr", "--autorisation", &a.to_string()]);
+        }
+        // The store function the usagers pages call.
+        let aidant = cli.t.db.read(|c| broker_store::admin::find_aidant_by_email(c, "awa.diallo@exemple.fr")).unwrap();
+        let by = broker_store::capabilities::in_organisation(&cli.t.db, AidantId(aidant.id)).unwrap();
+        for a in auts(&by_page) {
+            broker_store::mandat_changes::revoke_autorisation(&cli.t.db, &by, AutorisationId(a), broker_core::Timestamp::now()).unwrap();
+        }
+
+        let from_cli = mandat_entries(&cli, by_cli["mandat_id"].as_i64().unwrap());
+        let from_page = mandat_entries(&cli, by_page["mandat_id"].as_i64().unwrap());
+        assert_eq!(from_cli, from_page, "{name}");
+        let actions: Vec<&str> = from_cli.iter().map(|e| e.0.as_str()).collect();
+        assert_eq!(
+            actions,
+            vec![
+                "mandat_created",
+                "autorisation_created",
+                "autorisation_created",
+                "autorisation_revoked",
+                "attestation_created",
+                "autorisation_revoked",
+                "mandat_revoked",
+                "attestation_created"
+            ],
+            "{name}"
+        );
+        assert_eq!(cli.json(&["journal", "verify"])["ok"], true, "{name}");
+    }
+}

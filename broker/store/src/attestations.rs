@@ -4,11 +4,12 @@
 
 use crate::admin::find_organisation;
 use crate::journal;
-use crate::mandats::facts;
+use crate::mandat_facts::facts;
 use crate::schema::{attestations, autorisations, journal as journal_t, journal_pending, mandats, usagers};
 use crate::{AnyConnection, StoreError};
 use broker_core::attestation::{AttestationContent, Kind, LEGAL_TEXT_VERSION};
-use broker_core::journal::{Action, Entry};
+use broker_core::capability::{AidantId, MandatId, OrganisationId, UsagerId};
+use broker_core::journal::{Action, Actor, Event, Parties};
 use broker_core::mandat::MandatFacts;
 use broker_core::{Demarche, Timestamp};
 use diesel::prelude::*;
@@ -28,21 +29,21 @@ pub fn record(
     usager_id: i64,
     now: Timestamp,
 ) -> Result<String, StoreError> {
-    record_by(c, mandat_id, kind, content, Some(aidant_id), organisation_id, usager_id, now)
+    let parties = Parties { organisation: OrganisationId(organisation_id), usager: UsagerId(usager_id) };
+    record_by(c, MandatId(mandat_id), kind, content, Actor::Aidant(AidantId(aidant_id)), parties, now)
 }
 
-/// [`record`], by an aidant or (None) by the usager themselves.
-#[allow(clippy::too_many_arguments)]
+/// [`record`], by an aidant or by the usager themselves.
 pub fn record_by(
     c: &mut AnyConnection,
-    mandat_id: i64,
+    mandat: MandatId,
     kind: &str,
     content: &AttestationContent,
-    aidant_id: Option<i64>,
-    organisation_id: i64,
-    usager_id: i64,
+    by: Actor,
+    parties: Parties,
     now: Timestamp,
 ) -> Result<String, StoreError> {
+    let mandat_id = mandat.get();
     let k = Kind::from_key(kind).ok_or_else(|| StoreError::Invalid(format!("type d'attestation inconnu : {kind}")))?;
     if k != content.kind || content.mandat_id != mandat_id {
         return Err(StoreError::Invalid("le contenu de l'attestation ne correspond pas au mandat".into()));
@@ -67,15 +68,15 @@ pub fn record_by(
             attestations::created_at.eq(now.micros()),
         ))
         .execute(c)?;
-    let mut e = Entry::new(Action::AttestationCreated);
-    e.aidant = aidant_id;
-    let e = e
-        .organisation(organisation_id)
-        .usager(usager_id)
-        .mandat(mandat_id)
-        .attestation_hash(fp.clone())
-        .detail("kind", k.key())
-        .detail("legal_text_version", content.legal_text_version.clone());
+    let e = Event::AttestationCreated {
+        by,
+        parties,
+        mandat,
+        fingerprint: fp.clone(),
+        kind: k.key(),
+        legal_text_version: content.legal_text_version.clone(),
+    }
+    .entry(now);
     journal::append(c, &[e])?;
     Ok(fp)
 }
@@ -273,7 +274,8 @@ pub fn is_recorded(c: &mut AnyConnection, fp: &str) -> Result<bool, StoreError> 
 /// The mandat's attestation as it prints now, recorded (with its journal entry, by
 /// `aidant_id`) if this exact content is not recorded yet. Returns the content and its
 /// fingerprint.
-pub fn ensure_for_mandat(db: &crate::Db, mandat_id: i64, aidant_id: i64, now: Timestamp) -> Result<(AttestationContent, String), StoreError> {
+pub fn ensure_for_mandat(db: &crate::Db, mandat: MandatId, aidant: AidantId, now: Timestamp) -> Result<(AttestationContent, String), StoreError> {
+    let (mandat_id, aidant_id) = (mandat.get(), aidant.get());
     let content = db.read(|c| content_for_mandat(c, mandat_id))?;
     let fp = content.fingerprint();
     if db.read(|c| is_recorded(c, &fp))? {

@@ -1,134 +1,20 @@
-//! Connections, pool, transactions and migrations for PostgreSQL and SQLite, behind
-//! one connection type so that every query is written once.
+//! The database handle (pool, breaker, journal sequencer) and migrations for PostgreSQL
+//! and SQLite. Connections are in [`crate::conn`], transactions in [`crate::tx`], the
+//! sequencer in [`crate::sequencer`].
 
+pub use crate::conn::{AnyConnection, Backend, DatabaseUrl, Manager, Pool, PooledConnection};
+use crate::sequencer::SequencerHandle;
+pub use crate::tx::write_tx;
 use crate::StoreError;
-use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
+use diesel::connection::{AnsiTransactionManager, TransactionManager};
 use diesel::r2d2::R2D2Connection;
-use diesel::{Connection, ConnectionError, PgConnection, SqliteConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
-
-#[derive(diesel::MultiConnection)]
-pub enum AnyConnection {
-    Postgresql(PgConnection),
-    Sqlite(SqliteConnection),
-}
 
 pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
 pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Postgres,
-    Sqlite,
-}
-
-impl Backend {
-    pub const fn name(self) -> &'static str {
-        match self {
-            Backend::Postgres => "postgres",
-            Backend::Sqlite => "sqlite",
-        }
-    }
-}
-
-/// Where the data lives: a `postgres://` URL, or a SQLite file path
-/// (`sqlite://path` or a plain path).
-#[derive(Clone)]
-pub struct DatabaseUrl {
-    pub backend: Backend,
-    target: String,
-}
-
-impl std::fmt::Debug for DatabaseUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "DatabaseUrl({}, {})", self.backend.name(), self.redacted())
-    }
-}
-
-impl DatabaseUrl {
-    pub fn parse(raw: &str) -> Self {
-        let raw = raw.trim();
-        if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
-            // The broker never authenticates to PostgreSQL with Kerberos: unless the URL
-            // asks for it, libpq is kept from loading GSSAPI on every connection.
-            let target = if raw.contains("gssencmode=") {
-                raw.to_owned()
-            } else if raw.contains('?') {
-                format!("{raw}&gssencmode=disable")
-            } else {
-                format!("{raw}?gssencmode=disable")
-            };
-            Self { backend: Backend::Postgres, target }
-        } else {
-            let path = raw.strip_prefix("sqlite://").unwrap_or(raw);
-            Self { backend: Backend::Sqlite, target: path.to_owned() }
-        }
-    }
-
-    pub fn target(&self) -> &str {
-        &self.target
-    }
-
-    /// The URL without its password, for messages.
-    pub fn redacted(&self) -> String {
-        match url::Url::parse(&self.target) {
-            Ok(mut u) if self.backend == Backend::Postgres => {
-                if u.password().is_some() {
-                    let _ = u.set_password(Some("***"));
-                }
-                u.to_string()
-            }
-            _ => self.target.clone(),
-        }
-    }
-
-    pub fn establish(&self) -> Result<AnyConnection, ConnectionError> {
-        match self.backend {
-            Backend::Postgres => PgConnection::establish(&self.target).map(AnyConnection::Postgresql),
-            Backend::Sqlite => {
-                if let Some(dir) = std::path::Path::new(&self.target).parent() {
-                    if !dir.as_os_str().is_empty() {
-                        std::fs::create_dir_all(dir)
-                            .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
-                    }
-                }
-                let mut c = SqliteConnection::establish(&self.target)?;
-                // WAL lets readers run beside the writer; FULL makes every commit durable.
-                c.batch_execute(
-                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
-                )
-                .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
-                Ok(AnyConnection::Sqlite(c))
-            }
-        }
-    }
-}
-
-pub struct Manager(DatabaseUrl);
-
-impl r2d2::ManageConnection for Manager {
-    type Connection = AnyConnection;
-    type Error = ConnectionError;
-
-    fn connect(&self) -> Result<AnyConnection, ConnectionError> {
-        self.0.establish()
-    }
-
-    fn is_valid(&self, conn: &mut AnyConnection) -> Result<(), ConnectionError> {
-        conn.ping().map_err(|e| ConnectionError::BadConnection(e.to_string()))
-    }
-
-    fn has_broken(&self, conn: &mut AnyConnection) -> bool {
-        conn.is_broken()
-    }
-}
-
-pub type Pool = r2d2::Pool<Manager>;
-pub type PooledConnection = r2d2::PooledConnection<Manager>;
 
 /// The database: a pool, the backend it talks to, and on PostgreSQL the process's
 /// journal sequencer.
@@ -244,9 +130,9 @@ impl Db {
     /// their sequence number a moment later (see [`Db::flush_journal`]).
     pub fn write<T>(&self, f: impl FnOnce(&mut AnyConnection) -> Result<T, StoreError>) -> Result<T, StoreError> {
         let mut c = self.conn()?;
-        crate::journal::take_wrote_pending();
+        crate::tx::take_wrote_pending();
         let out = write_tx(&mut c, f);
-        let wrote_pending = crate::journal::take_wrote_pending();
+        let wrote_pending = crate::tx::take_wrote_pending();
         drop(c);
         let v = self.noting_lost_connection(out)?;
         if let (true, Some(s)) = (wrote_pending, &self.sequencer) {
@@ -287,109 +173,6 @@ impl Db {
             self.breaker.trip();
         }
         out
-    }
-}
-
-/// The journal sequencer of one process (PostgreSQL): a thread that numbers pending
-/// entries. Writers wake it after their commit and go on; each pass numbers every entry
-/// committed before it started, in one transaction, so one commit serves many writers.
-struct Sequencer {
-    state: Mutex<SeqState>,
-    cv: Condvar,
-    sweep: AtomicBool,
-}
-
-#[derive(Default)]
-struct SeqState {
-    requested: u64,
-    completed: u64,
-    shutdown: bool,
-}
-
-impl Sequencer {
-    fn lock(&self) -> std::sync::MutexGuard<'_, SeqState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Asks for a pass, without waiting for it.
-    fn notify(&self) {
-        self.lock().requested += 1;
-        self.cv.notify_all();
-    }
-
-    /// Asks for a pass and waits until it has run.
-    fn flush(&self) {
-        let mut st = self.lock();
-        st.requested += 1;
-        let target = st.requested;
-        self.cv.notify_all();
-        while st.completed < target && !st.shutdown {
-            st = self.cv.wait(st).unwrap_or_else(|p| p.into_inner());
-        }
-    }
-
-    fn run(&self, pool: Pool) {
-        loop {
-            let (target, last) = {
-                let mut st = self.lock();
-                while st.requested == st.completed && !st.shutdown {
-                    let (next, timeout) = self.cv.wait_timeout(st, Duration::from_secs(1)).unwrap_or_else(|p| p.into_inner());
-                    st = next;
-                    if timeout.timed_out() && self.sweep.load(Ordering::Relaxed) {
-                        break;
-                    }
-                }
-                (st.requested, st.shutdown)
-            };
-            let result = pool
-                .get()
-                .map_err(|e| StoreError::Unavailable(e.to_string()))
-                .and_then(|mut c| crate::journal::sequence_pending(&mut c));
-            if let Err(e) = &result {
-                // The entries stay pending with their change; the next pass numbers them.
-                tracing::error!(error = %e, "journal sequencing failed");
-            }
-            {
-                let mut st = self.lock();
-                st.completed = st.completed.max(target);
-                self.cv.notify_all();
-            }
-            if last {
-                return;
-            }
-            if result.is_err() {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-    }
-}
-
-/// Owns the sequencer thread. When the last clone of the `Db` goes, the thread runs a
-/// final pass and stops, so a short-lived command leaves nothing pending.
-struct SequencerHandle {
-    seq: Arc<Sequencer>,
-    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
-}
-
-impl SequencerHandle {
-    fn start(pool: Pool) -> Self {
-        let seq = Arc::new(Sequencer { state: Mutex::new(SeqState::default()), cv: Condvar::new(), sweep: AtomicBool::new(false) });
-        let worker = seq.clone();
-        let thread = std::thread::Builder::new()
-            .name("journal-sequencer".into())
-            .spawn(move || worker.run(pool))
-            .expect("spawn the journal sequencer");
-        Self { seq, thread: Mutex::new(Some(thread)) }
-    }
-}
-
-impl Drop for SequencerHandle {
-    fn drop(&mut self) {
-        self.seq.lock().shutdown = true;
-        self.seq.cv.notify_all();
-        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            let _ = t.join();
-        }
     }
 }
 
@@ -436,26 +219,3 @@ pub fn applied_migrations(conn: &mut AnyConnection) -> Result<Vec<String>, Store
     Ok(v.iter().map(|v| v.to_string()).collect())
 }
 
-/// A write transaction: `BEGIN IMMEDIATE` on SQLite (the write lock is taken at once,
-/// so concurrent writers queue instead of failing), `BEGIN` on PostgreSQL.
-pub fn write_tx<T>(
-    conn: &mut AnyConnection,
-    f: impl FnOnce(&mut AnyConnection) -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
-    match conn {
-        AnyConnection::Sqlite(c) => AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")?,
-        AnyConnection::Postgresql(c) => AnsiTransactionManager::begin_transaction(c)?,
-    }
-    let out = f(conn);
-    let end = match (&out, &mut *conn) {
-        (Ok(_), AnyConnection::Sqlite(c)) => AnsiTransactionManager::commit_transaction(c),
-        (Ok(_), AnyConnection::Postgresql(c)) => AnsiTransactionManager::commit_transaction(c),
-        (Err(_), AnyConnection::Sqlite(c)) => AnsiTransactionManager::rollback_transaction(c),
-        (Err(_), AnyConnection::Postgresql(c)) => AnsiTransactionManager::rollback_transaction(c),
-    };
-    match (out, end) {
-        (Ok(v), Ok(())) => Ok(v),
-        (Ok(_), Err(e)) => Err(e.into()),
-        (Err(e), _) => Err(e),
-    }
-}

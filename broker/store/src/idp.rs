@@ -4,8 +4,7 @@
 
 use crate::admin::Client;
 use crate::journal;
-use broker_core::capability::{ActingFor, AidantFacts, AidantId, InOrganisation, OrganisationFacts, OrganisationId, UsagerId};
-use broker_core::mandat::{AutorisationFacts, MandatFacts};
+use broker_core::capability::{ActingFor, AidantId, InOrganisation, MandatId, UsagerId};
 use broker_core::oidc::grant::Grant;
 use crate::schema::{autorisations, mandats, oidc_clients, oidc_token_uses, usagers};
 use crate::{AnyConnection, Db, StoreError};
@@ -82,49 +81,20 @@ impl ClientCache {
 }
 
 /// The aidant `aidant_id`, if active, acting in their current organisation (with its
-/// allowed démarches): resolved once per request.
+/// allowed démarches): resolved once per request. `None` when they no longer may act
+/// (deactivated, without an organisation).
 pub fn in_organisation(db: &Db, aidant_id: AidantId) -> Result<Option<InOrganisation>, StoreError> {
-    db.read(|c| {
-        let Some(a) = crate::auth::find_active_by_id(c, aidant_id.get())? else { return Ok(None) };
-        let Some(org_id) = a.current_organisation_id else { return Ok(None) };
-        let org = crate::admin::find_organisation(c, org_id)?;
-        let facts = AidantFacts { id: aidant_id, active: a.active, current_organisation: Some(OrganisationId(org_id)) };
-        Ok(InOrganisation::check(&facts, &OrganisationFacts { id: OrganisationId(org.id), allowed_demarches: org.allowed() }).ok())
-    })
-}
-
-/// The facts of one mandat: its organisation, usager, dates and autorisations.
-fn mandat_facts(c: &mut AnyConnection, mandat_id: i64) -> Result<Option<MandatFacts>, StoreError> {
-    let Some((id, organisation_id, usager_id, created_at, expires_at)) = mandats::table
-        .find(mandat_id)
-        .select((mandats::id, mandats::organisation_id, mandats::usager_id, mandats::created_at, mandats::expires_at))
-        .first::<(i64, i64, i64, i64, i64)>(c)
-        .optional()?
-    else {
-        return Ok(None);
-    };
-    let rows: Vec<(i64, String, Option<i64>)> = autorisations::table
-        .filter(autorisations::mandat_id.eq(mandat_id))
-        .select((autorisations::id, autorisations::demarche, autorisations::revoked_at))
-        .load(c)?;
-    let autorisations = rows
-        .into_iter()
-        .filter_map(|(id, d, r)| Some(AutorisationFacts { id, demarche: Demarche::from_key(&d)?, revoked_at: r.map(Timestamp::from_micros) }))
-        .collect();
-    Ok(Some(MandatFacts {
-        id,
-        organisation_id,
-        usager_id,
-        created_at: Timestamp::from_micros(created_at),
-        expires_at: Timestamp::from_micros(expires_at),
-        autorisations,
-    }))
+    match crate::capabilities::in_organisation(db, aidant_id) {
+        Ok(by) => Ok(Some(by)),
+        Err(StoreError::NotFound(_) | StoreError::Invalid(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// The capability to act for the usager of `chosen` on its démarche, checked now from
 /// the mandat's facts; `None` when it no longer holds.
 pub fn acting_for(db: &Db, by: &InOrganisation, chosen: &ActiveAutorisation, now: Timestamp) -> Result<Option<ActingFor>, StoreError> {
-    let Some(facts) = db.read(|c| mandat_facts(c, chosen.mandat_id))? else { return Ok(None) };
+    let Some(facts) = db.read(|c| crate::mandat_facts::mandat(c, MandatId(chosen.mandat_id)))? else { return Ok(None) };
     Ok(ActingFor::check(by, &facts, chosen.demarche, now).ok())
 }
 

@@ -15,14 +15,13 @@
 //! Either way numbers are contiguous, and the primary key on `seq` makes a fork
 //! impossible even if the lock were bypassed.
 
-use crate::db::write_tx;
+use crate::tx::write_tx;
 use crate::schema::{journal, journal_head, journal_pending};
 use crate::{AnyConnection, StoreError};
 use broker_core::journal::{parse_hash, Entry, Fault, Record, Verifier, GENESIS};
 use broker_core::Timestamp;
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use std::cell::Cell;
 
 /// Key of the PostgreSQL advisory lock held while sequencing.
 const SEQUENCER_LOCK: i64 = 0x4143_4A4F_5552;
@@ -133,18 +132,8 @@ impl PendingRow {
     }
 }
 
-thread_local! {
-    /// Set when this thread's open transaction wrote pending entries.
-    static WROTE_PENDING: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Whether the transaction that just ended on this thread wrote pending entries
-/// (and forgets it).
-pub(crate) fn take_wrote_pending() -> bool {
-    WROTE_PENDING.with(|w| w.replace(false))
-}
-
-/// Appends entries, in order, inside the caller's write transaction.
+/// Appends entries, in order, inside the caller's write transaction, each at its own
+/// `at` when it has one (the clock of its change), at the wall time otherwise.
 pub fn append(conn: &mut AnyConnection, entries: &[Entry]) -> Result<(), StoreError> {
     if entries.is_empty() {
         return Ok(());
@@ -152,12 +141,12 @@ pub fn append(conn: &mut AnyConnection, entries: &[Entry]) -> Result<(), StoreEr
     let at = Timestamp::now();
     match conn {
         AnyConnection::Sqlite(_) => {
-            let records = entries.iter().map(|e| (None, e.record(at))).collect();
+            let records = entries.iter().map(|e| (None, e.record(e.at.unwrap_or(at)))).collect();
             seal_and_insert(conn, records)
         }
         AnyConnection::Postgresql(_) => {
             for e in entries {
-                let r = e.record(at);
+                let r = e.record(e.at.unwrap_or(at));
                 diesel::insert_into(journal_pending::table)
                     .values((
                         journal_pending::at.eq(r.at),
@@ -174,7 +163,7 @@ pub fn append(conn: &mut AnyConnection, entries: &[Entry]) -> Result<(), StoreEr
                     ))
                     .execute(conn)?;
             }
-            WROTE_PENDING.with(|w| w.set(true));
+            crate::tx::note_wrote_pending();
             Ok(())
         }
     }

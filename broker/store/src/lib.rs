@@ -8,22 +8,29 @@ pub mod audit;
 pub mod auth;
 pub mod breaker;
 pub mod cache;
+pub mod capabilities;
 pub mod checkpoints;
+pub mod conn;
 pub mod db;
 pub mod idp;
 pub mod journal;
 pub mod mandat_changes;
+pub mod mandat_facts;
 pub mod mandats;
 pub mod oidc_state;
 pub mod referent;
+pub mod revocation;
 pub mod schema;
 pub mod seal;
 pub mod second_factors;
+mod sequencer;
 pub mod stats;
+pub mod tx;
 pub mod usager_space;
 pub mod webauthn;
 
-pub use db::{AnyConnection, Backend, DatabaseUrl, Db};
+pub use conn::{AnyConnection, Backend, DatabaseUrl};
+pub use db::Db;
 
 use broker_core::validate::Invalid;
 

@@ -7,8 +7,12 @@ use crate::journal;
 use crate::schema::{autorisations, mandats, usagers};
 use crate::{AnyConnection, Db, StoreError};
 use broker_core::identite::IdentitePivot;
-use broker_core::journal::{Action, Entry};
-use broker_core::mandat::{plan_new_mandat, AutorisationFacts, Duree, MandatFacts, MandatPlan, Status};
+use broker_core::capability::{AidantId, AutorisationId, MandatId, OrganisationId, UsagerId};
+use broker_core::journal::{Event, Parties};
+use broker_core::mandat::{plan_new_mandat, Duree, MandatFacts, MandatPlan, Revoker, Status};
+
+pub use crate::mandat_facts::facts;
+use crate::mandat_facts::with_autorisations;
 use broker_core::{Demarche, Timestamp};
 use diesel::prelude::*;
 
@@ -42,52 +46,6 @@ pub fn upsert_usager(c: &mut AnyConnection, usager_key: &str, id: &IdentitePivot
 /// The usager recorded under this key, if any.
 pub fn find_usager_by_key(c: &mut AnyConnection, usager_key: &str) -> Result<Option<i64>, StoreError> {
     Ok(usagers::table.filter(usagers::sub_hash.eq(usager_key)).select(usagers::id).first::<i64>(c).optional()?)
-}
-
-/// Every mandat of a usager with an organisation, with its autorisations.
-pub fn facts(c: &mut AnyConnection, organisation_id: i64, usager_id: i64) -> Result<Vec<MandatFacts>, StoreError> {
-    let ms: Vec<(i64, i64, i64)> = mandats::table
-        .filter(mandats::organisation_id.eq(organisation_id))
-        .filter(mandats::usager_id.eq(usager_id))
-        .order(mandats::id)
-        .select((mandats::id, mandats::created_at, mandats::expires_at))
-        .load(c)?;
-    with_autorisations(c, ms.into_iter().map(|(id, cr, ex)| (id, organisation_id, usager_id, cr, ex)).collect())
-}
-
-fn with_autorisations(c: &mut AnyConnection, ms: Vec<(i64, i64, i64, i64, i64)>) -> Result<Vec<MandatFacts>, StoreError> {
-    let ids: Vec<i64> = ms.iter().map(|m| m.0).collect();
-    let mut auts: Vec<(i64, i64, String, Option<i64>)> = Vec::new();
-    for chunk in ids.chunks(500) {
-        auts.extend(
-            autorisations::table
-                .filter(autorisations::mandat_id.eq_any(chunk))
-                .order(autorisations::id)
-                .select((autorisations::id, autorisations::mandat_id, autorisations::demarche, autorisations::revoked_at))
-                .load::<(i64, i64, String, Option<i64>)>(c)?,
-        );
-    }
-    Ok(ms
-        .into_iter()
-        .map(|(id, org, usager, created, expires)| MandatFacts {
-            id,
-            organisation_id: org,
-            usager_id: usager,
-            created_at: Timestamp::from_micros(created),
-            expires_at: Timestamp::from_micros(expires),
-            autorisations: auts
-                .iter()
-                .filter(|a| a.1 == id)
-                .filter_map(|a| {
-                    Demarche::from_key(&a.2).map(|demarche| AutorisationFacts {
-                        id: a.0,
-                        demarche,
-                        revoked_at: a.3.map(Timestamp::from_micros),
-                    })
-                })
-                .collect(),
-        })
-        .collect())
 }
 
 pub struct NewMandat {
@@ -128,22 +86,31 @@ pub(crate) fn insert_mandat(c: &mut AnyConnection, n: &NewMandat, now: Timestamp
         ))
         .returning(mandats::id)
         .get_result(c)?;
-    let base = |a: Action| Entry::new(a).aidant(n.aidant_id).organisation(n.organisation_id).usager(n.usager_id);
-    let mut entries = vec![base(Action::MandatCreated)
-        .mandat(mandat_id)
-        .detail("duree_jours", plan.duree.days())
-        .detail("demarches", Demarche::join(&plan.demarches))
-        .detail("expires_at", plan.expires_at.rfc3339())];
+    let by = AidantId(n.aidant_id);
+    let parties = Parties { organisation: OrganisationId(n.organisation_id), usager: UsagerId(n.usager_id) };
+    let mut events = vec![Event::MandatCreated {
+        by,
+        parties,
+        mandat: MandatId(mandat_id),
+        duree: plan.duree,
+        demarches: plan.demarches.clone(),
+        expires_at: plan.expires_at,
+    }];
     for &superseded in &plan.superseded {
         let (old_mandat, demarche): (i64, String) = diesel::update(autorisations::table.find(superseded))
             .set(autorisations::revoked_at.eq(Some(now.micros())))
             .returning((autorisations::mandat_id, autorisations::demarche))
             .get_result(c)?;
-        let mut e = base(Action::AutorisationRevoked).mandat(old_mandat).autorisation(superseded).detail("reason", "superseded").detail("by_mandat", mandat_id);
-        if let Some(d) = Demarche::from_key(&demarche) {
-            e = e.demarche(d);
-        }
-        entries.push(e);
+        // Superseded autorisations come from `existing`, whose démarches are all known.
+        let demarche = Demarche::from_key(&demarche).ok_or_else(|| StoreError::Invalid(format!("démarche inconnue : {demarche}")))?;
+        events.push(Event::AutorisationSuperseded {
+            by,
+            parties,
+            mandat: MandatId(old_mandat),
+            autorisation: AutorisationId(superseded),
+            demarche,
+            by_mandat: MandatId(mandat_id),
+        });
     }
     let mut created = Vec::new();
     for &d in &plan.demarches {
@@ -155,9 +122,10 @@ pub(crate) fn insert_mandat(c: &mut AnyConnection, n: &NewMandat, now: Timestamp
             ))
             .returning(autorisations::id)
             .get_result(c)?;
-        entries.push(base(Action::AutorisationCreated).mandat(mandat_id).autorisation(id).demarche(d));
+        events.push(Event::AutorisationCreated { by, parties, mandat: MandatId(mandat_id), autorisation: AutorisationId(id), demarche: d });
         created.push((id, d));
     }
+    let entries: Vec<_> = events.iter().map(|e| e.entry(now)).collect();
     journal::append(c, &entries)?;
     Ok(CreatedMandat { mandat_id, autorisations: created, plan })
 }
@@ -188,14 +156,11 @@ pub struct CreatedWithAttestation {
 pub fn create_mandat_with_attestation(db: &Db, n: &NewMandatForUsager<'_>, now: Timestamp) -> Result<CreatedWithAttestation, StoreError> {
     db.write(|c| {
         let usager_id = upsert_usager(c, n.usager_key, n.identity, now)?;
-        journal::append(
-            c,
-            &[Entry::new(Action::UsagerIdentified)
-                .aidant(n.aidant_id)
-                .organisation(n.organisation_id)
-                .usager(usager_id)
-                .detail("method", "franceconnect")],
-        )?;
+        let identified = Event::UsagerIdentified {
+            by: AidantId(n.aidant_id),
+            parties: Parties { organisation: OrganisationId(n.organisation_id), usager: UsagerId(usager_id) },
+        };
+        journal::append(c, &[identified.entry(now)])?;
         let mandat = insert_mandat(
             c,
             &NewMandat {
@@ -222,40 +187,14 @@ pub fn create_mandat_with_attestation(db: &Db, n: &NewMandatForUsager<'_>, now: 
     })
 }
 
-/// Revokes one autorisation at `now` (journaled). Revoking the last active one makes
-/// the mandat revoked.
+/// Revokes one autorisation at `now` as its mandat's aidant `aidant_id` (journaled, with
+/// `mandat_revoked` when it was the last active one), without the revocation attestation:
+/// a bare revocation for fixtures. Pages, the usager space and the command line go through
+/// [`crate::revocation::revoke_in`], which adds the attestation.
 pub fn revoke_autorisation(db: &Db, autorisation_id: i64, aidant_id: i64, now: Timestamp) -> Result<(), StoreError> {
     db.write(|c| {
-        let (mandat_id, demarche, revoked_at): (i64, String, Option<i64>) = autorisations::table
-            .find(autorisation_id)
-            .select((autorisations::mandat_id, autorisations::demarche, autorisations::revoked_at))
-            .first(c)
-            .optional()?
-            .ok_or_else(|| StoreError::NotFound(format!("autorisation inconnue : {autorisation_id}")))?;
-        let (org, usager, expires_at): (i64, i64, i64) = mandats::table
-            .find(mandat_id)
-            .select((mandats::organisation_id, mandats::usager_id, mandats::expires_at))
-            .first(c)?;
-        if revoked_at.is_some() {
-            return Err(StoreError::Conflict("cette autorisation est déjà révoquée".into()));
-        }
-        if now.micros() >= expires_at {
-            return Err(StoreError::Conflict("ce mandat a expiré : il n'y a plus rien à révoquer".into()));
-        }
-        diesel::update(autorisations::table.find(autorisation_id))
-            .set(autorisations::revoked_at.eq(Some(now.micros())))
-            .execute(c)?;
-        let mut e = Entry::new(Action::AutorisationRevoked)
-            .aidant(aidant_id)
-            .organisation(org)
-            .usager(usager)
-            .mandat(mandat_id)
-            .autorisation(autorisation_id)
-            .detail("reason", "revoked");
-        if let Some(d) = Demarche::from_key(&demarche) {
-            e = e.demarche(d);
-        }
-        journal::append(c, &[e])?;
+        let by = crate::capabilities::in_organisation_on(c, AidantId(aidant_id))?;
+        crate::revocation::apply_revocation(c, crate::revocation::Target::Autorisation(AutorisationId(autorisation_id)), Revoker::Aidant(&by), now)?;
         Ok(())
     })
 }

@@ -316,7 +316,8 @@ pub fn add_member(db: &Db, organisation_id: i64, n: &NewMember<'_>, by: i64, now
                 
                 .detail("role", Role::Aidant.key())
                 .detail("by", by)
-                .detail("via", "web")],
+                .detail("via", "web")
+                .at(now)],
         )?;
         Ok(added)
     })
@@ -344,7 +345,7 @@ pub fn set_active(db: &Db, organisation_id: i64, aidant_id: i64, active: bool, b
             .set((aidants::active.eq(active), aidants::deactivated_at.eq(if active { None } else { Some(now.micros()) })))
             .execute(c)?;
         let action = if active { Action::AidantReactivated } else { Action::AidantDeactivated };
-        journal::append(c, &[Entry::new(action).aidant(aidant_id).organisation(organisation_id).detail("by", by).detail("via", "web")])?;
+        journal::append(c, &[Entry::new(action).aidant(aidant_id).organisation(organisation_id).detail("by", by).detail("via", "web").at(now)])?;
         Ok(true)
     })
 }

@@ -2,11 +2,13 @@
 //! in every organisation, every use made of them, and their own revocations. Every
 //! function takes the usager's id and never reads another usager's rows.
 
-use crate::mandat_changes::{revoke_in, Revocation};
+use crate::revocation::{revoke_in, Revocation, Target};
 use crate::mandats::{self as mandat_store};
 use crate::schema::{aidants, autorisations, journal as journal_t, journal_pending, mandats, oidc_clients, organisations};
 use crate::{AnyConnection, Db, StoreError};
+use broker_core::capability::{AutorisationId, MandatId, UsagerId};
 use broker_core::journal::Action;
+use broker_core::mandat::Revoker;
 use broker_core::mandat::MandatFacts;
 use broker_core::{Demarche, Timestamp};
 use diesel::prelude::*;
@@ -97,27 +99,29 @@ fn not_theirs() -> StoreError {
 
 /// The usager revokes one of their active autorisations (journaled as done by the
 /// usager, with the revocation attestation). Another usager's autorisation: `NotFound`.
-pub fn revoke_autorisation(db: &Db, usager_id: i64, autorisation_id: i64, now: Timestamp) -> Result<Revocation, StoreError> {
+pub fn revoke_autorisation(db: &Db, usager: UsagerId, autorisation: AutorisationId, now: Timestamp) -> Result<Revocation, StoreError> {
+    let (usager_id, autorisation_id) = (usager.get(), autorisation.get());
     db.write(|c| {
-        let mandat_id: i64 = autorisations::table
+        autorisations::table
             .inner_join(mandats::table)
             .filter(autorisations::id.eq(autorisation_id))
             .filter(mandats::usager_id.eq(usager_id))
             .select(autorisations::mandat_id)
-            .first(c)
+            .first::<i64>(c)
             .optional()?
             .ok_or_else(not_theirs)?;
-        revoke_in(c, mandat_id, Some(autorisation_id), None, now)
+        revoke_in(c, Target::Autorisation(autorisation), Revoker::Usager(usager), now)
     })
 }
 
 /// The usager revokes a whole mandat of theirs. Another usager's mandat: `NotFound`.
-pub fn revoke_mandat(db: &Db, usager_id: i64, mandat_id: i64, now: Timestamp) -> Result<Revocation, StoreError> {
+pub fn revoke_mandat(db: &Db, usager: UsagerId, mandat: MandatId, now: Timestamp) -> Result<Revocation, StoreError> {
+    let (usager_id, mandat_id) = (usager.get(), mandat.get());
     db.write(|c| {
         let owner: Option<i64> = mandats::table.find(mandat_id).select(mandats::usager_id).first(c).optional()?;
         if owner != Some(usager_id) {
             return Err(not_theirs());
         }
-        revoke_in(c, mandat_id, None, None, now)
+        revoke_in(c, Target::Mandat(mandat), Revoker::Usager(usager), now)
     })
 }

@@ -3,6 +3,7 @@
 use broker_core::attestation::{Kind, LEGAL_TEXT_VERSION};
 use broker_core::identite::{usager_key, IdentitePivot, FRANCE};
 use broker_core::mandat::{Duree, Status};
+use broker_core::capability::{AidantId, MandatId};
 use broker_core::{Demarche, Timestamp};
 use broker_store::admin::{self, NewAidant};
 use broker_store::attestations;
@@ -118,7 +119,7 @@ fn recording_again_changes_nothing_and_reprinting_gives_the_same_fingerprint() {
         mandats::revoke_autorisation(&w.t.db, aut, w.aidant, later).unwrap();
         let again = record(&w, m, later).unwrap();
         assert_eq!(first, again, "{}", w.t.name());
-        let (_, fp) = attestations::ensure_for_mandat(&w.t.db, m, w.aidant, later).unwrap();
+        let (_, fp) = attestations::ensure_for_mandat(&w.t.db, MandatId(m), AidantId(w.aidant), later).unwrap();
         assert_eq!(fp, first);
         let recs = broker_testkit::journal(&w.t.db, |c| journal::page(c, 0, 100)).unwrap();
         assert_eq!(recs.iter().filter(|r| r.action == "attestation_created").count(), 1, "{}", w.t.name());
@@ -131,9 +132,9 @@ fn ensure_records_once_then_finds_it() {
         let w = world(t);
         let m = mandat(&w, &[Demarche::Transports], T0);
         assert_eq!(w.t.db.read(|c| attestations::mandat_fingerprint(c, m)).unwrap(), None);
-        let (content, fp) = attestations::ensure_for_mandat(&w.t.db, m, w.aidant, T0).unwrap();
+        let (content, fp) = attestations::ensure_for_mandat(&w.t.db, MandatId(m), AidantId(w.aidant), T0).unwrap();
         assert_eq!(content.fingerprint(), fp);
-        let (_, fp2) = attestations::ensure_for_mandat(&w.t.db, m, w.aidant, T0.plus_days(1)).unwrap();
+        let (_, fp2) = attestations::ensure_for_mandat(&w.t.db, MandatId(m), AidantId(w.aidant), T0.plus_days(1)).unwrap();
         assert_eq!(fp, fp2);
         let recs = broker_testkit::journal(&w.t.db, |c| journal::page(c, 0, 100)).unwrap();
         assert_eq!(recs.iter().filter(|r| r.action == "attestation_created").count(), 1, "{}", w.t.name());
@@ -226,7 +227,7 @@ fn concurrent_first_prints_record_one_attestation() {
         let w = world(t);
         let m = mandat(&w, &[Demarche::Loisirs], T0);
         let results: Vec<String> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..4).map(|_| s.spawn(|| attestations::ensure_for_mandat(&w.t.db, m, w.aidant, T0).map(|r| r.1))).collect();
+            let handles: Vec<_> = (0..4).map(|_| s.spawn(|| attestations::ensure_for_mandat(&w.t.db, MandatId(m), AidantId(w.aidant), T0).map(|r| r.1))).collect();
             handles.into_iter().map(|h| h.join().unwrap().unwrap()).collect()
         });
         assert!(results.windows(2).all(|p| p[0] == p[1]), "{}", w.t.name());

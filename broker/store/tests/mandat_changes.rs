@@ -6,7 +6,8 @@ use broker_core::mandat::{Duree, Status};
 use broker_core::{Demarche, Timestamp};
 use broker_store::admin::{self, NewAidant};
 use broker_store::mandats::{self, NewMandat};
-use broker_store::{attestations, journal, mandat_changes, StoreError};
+use broker_core::capability::{AidantId, AutorisationId, InOrganisation, MandatId, OrganisationId, UsagerId};
+use broker_store::{attestations, capabilities, journal, mandat_changes, StoreError};
 use broker_testkit::TestDb;
 
 const T0: Timestamp = Timestamp::from_micros(1_800_000_000_000_000);
@@ -51,6 +52,10 @@ fn mandat(w: &World, org: i64, demarches: &[Demarche], at: Timestamp) -> i64 {
     .mandat_id
 }
 
+fn by(w: &World) -> InOrganisation {
+    capabilities::in_organisation(&w.t.db, AidantId(w.aidant)).unwrap()
+}
+
 fn facts(w: &World, mandat_id: i64) -> broker_core::mandat::MandatFacts {
     w.t.db.read(|c| mandats::facts(c, w.org, w.usager)).unwrap().into_iter().find(|m| m.id == mandat_id).unwrap()
 }
@@ -66,7 +71,7 @@ fn revoking_one_autorisation_records_a_revocation_attestation_that_rebuilds() {
         let m = mandat(&w, w.org, &[Demarche::Argent, Demarche::Logement], T0);
         let argent = facts(&w, m).autorisations.iter().find(|a| a.demarche == Demarche::Argent).unwrap().id;
         let at = T0.plus_seconds(60);
-        let r = mandat_changes::revoke_autorisation(&w.t.db, argent, w.aidant, at).unwrap();
+        let r = mandat_changes::revoke_autorisation(&w.t.db, &by(&w), AutorisationId(argent), at).unwrap();
         assert_eq!(r.mandat_id, m);
         assert_eq!(r.demarches, vec![Demarche::Argent]);
         let f = facts(&w, m);
@@ -88,8 +93,8 @@ fn revoking_one_autorisation_records_a_revocation_attestation_that_rebuilds() {
 
         // Again: nothing to revoke, nothing written.
         let before = a.len();
-        assert!(matches!(mandat_changes::revoke_autorisation(&w.t.db, argent, w.aidant, at.plus_seconds(1)), Err(StoreError::Conflict(_))));
-        assert!(matches!(mandat_changes::revoke_autorisation(&w.t.db, 999_999, w.aidant, at), Err(StoreError::NotFound(_))));
+        assert!(matches!(mandat_changes::revoke_autorisation(&w.t.db, &by(&w), AutorisationId(argent), at.plus_seconds(1)), Err(StoreError::Conflict(_))));
+        assert!(matches!(mandat_changes::revoke_autorisation(&w.t.db, &by(&w), AutorisationId(999_999), at), Err(StoreError::NotFound(_))));
         assert_eq!(actions(&w).len(), before);
         // A mandat fingerprint is not a revocation.
         let mandat_fp = w
@@ -111,9 +116,9 @@ fn revoking_a_mandat_revokes_what_is_left_and_journals_it() {
         let w = world(t);
         let m = mandat(&w, w.org, &[Demarche::Argent, Demarche::Logement, Demarche::Social], T0);
         let argent = facts(&w, m).autorisations.iter().find(|a| a.demarche == Demarche::Argent).unwrap().id;
-        mandat_changes::revoke_autorisation(&w.t.db, argent, w.aidant, T0.plus_seconds(10)).unwrap();
+        mandat_changes::revoke_autorisation(&w.t.db, &by(&w), AutorisationId(argent), T0.plus_seconds(10)).unwrap();
         let at = T0.plus_seconds(20);
-        let r = mandat_changes::revoke_mandat(&w.t.db, m, w.aidant, at).unwrap();
+        let r = mandat_changes::revoke_mandat(&w.t.db, &by(&w), MandatId(m), at).unwrap();
         let mut expected = vec![Demarche::Logement, Demarche::Social];
         expected.sort();
         assert_eq!(r.demarches, expected);
@@ -124,12 +129,12 @@ fn revoking_a_mandat_revokes_what_is_left_and_journals_it() {
         assert_eq!(a.iter().filter(|x| x.0 == "autorisation_revoked").count(), 3);
         assert_eq!(a.iter().filter(|x| x.0 == "mandat_revoked").count(), 1);
         assert_eq!(a.iter().filter(|x| x.0 == "attestation_created").count(), 2);
-        assert!(matches!(mandat_changes::revoke_mandat(&w.t.db, m, w.aidant, at), Err(StoreError::Conflict(_))));
+        assert!(matches!(mandat_changes::revoke_mandat(&w.t.db, &by(&w), MandatId(m), at), Err(StoreError::Conflict(_))));
 
         // An expired mandat cannot be revoked.
         let old = mandat(&w, w.org, &[Demarche::Famille], T0);
-        assert!(matches!(mandat_changes::revoke_mandat(&w.t.db, old, w.aidant, T0.plus_days(200)), Err(StoreError::Conflict(_))));
-        assert!(matches!(mandat_changes::revoke_mandat(&w.t.db, 999_999, w.aidant, at), Err(StoreError::NotFound(_))));
+        assert!(matches!(mandat_changes::revoke_mandat(&w.t.db, &by(&w), MandatId(old), T0.plus_days(200)), Err(StoreError::Conflict(_))));
+        assert!(matches!(mandat_changes::revoke_mandat(&w.t.db, &by(&w), MandatId(999_999), at), Err(StoreError::NotFound(_))));
     }
 }
 
@@ -141,7 +146,8 @@ fn renewing_supersedes_and_journals_the_renewal() {
         let at = T0.plus_days(10);
         let created = mandat_changes::renew_mandat(
             &w.t.db,
-            m,
+            &by(&w),
+            MandatId(m),
             &NewMandat { organisation_id: w.org, usager_id: w.usager, aidant_id: w.aidant, demarches: vec![Demarche::Logement], duree: Duree::UnAn },
             at,
         )
@@ -158,9 +164,9 @@ fn the_history_holds_the_usager_entries_of_one_organisation() {
         let w = world(t);
         let m = mandat(&w, w.org, &[Demarche::Argent], T0);
         let theirs = mandat(&w, w.other_org, &[Demarche::Justice], T0);
-        mandat_changes::revoke_mandat(&w.t.db, m, w.aidant, T0.plus_seconds(5)).unwrap();
+        mandat_changes::revoke_mandat(&w.t.db, &by(&w), MandatId(m), T0.plus_seconds(5)).unwrap();
         // Read at once: on PostgreSQL some entries may not be numbered yet, and still count.
-        let lines = w.t.db.read(|c| mandat_changes::history(c, w.org, w.usager)).unwrap();
+        let lines = w.t.db.read(|c| mandat_changes::history(c, OrganisationId(w.org), UsagerId(w.usager))).unwrap();
         let got: Vec<&str> = lines.iter().map(|l| l.action.as_str()).collect();
         assert_eq!(
             got,
@@ -171,7 +177,7 @@ fn the_history_holds_the_usager_entries_of_one_organisation() {
         assert!(lines.iter().all(|l| l.mandat_id == Some(m) && l.aidant_id == Some(w.aidant)));
         assert!(!lines.iter().any(|l| l.mandat_id == Some(theirs)));
         w.t.db.flush_journal();
-        let again = w.t.db.read(|c| mandat_changes::history(c, w.org, w.usager)).unwrap();
+        let again = w.t.db.read(|c| mandat_changes::history(c, OrganisationId(w.org), UsagerId(w.usager))).unwrap();
         assert_eq!(again, lines, "{}", w.t.name());
         let names = w.t.db.read(|c| mandat_changes::usager_names(c, &[w.usager, 999_999])).unwrap();
         assert_eq!(names.len(), 1);

@@ -119,7 +119,7 @@ pub async fn attestation_page(state: web::Data<AppState>, session: Session, path
         if aidant.current_organisation_id != Some(org) {
             return Ok(None);
         }
-        let (content, fingerprint) = attestations::ensure_for_mandat(&st.db, mandat_id, who.aidant_id, now)?;
+        let (content, fingerprint) = attestations::ensure_for_mandat(&st.db, broker_core::capability::MandatId(mandat_id), broker_core::capability::AidantId(who.aidant_id), now)?;
         let by = st.db.read(|c| {
             let id = attestations::recorded_by(c, &fingerprint)?;
             match id {

@@ -17,6 +17,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use askama::Template;
 use broker_core::attestation::is_fingerprint;
+use broker_core::capability::{AutorisationId, MandatId, UsagerId};
 use broker_core::identite::usager_key;
 use broker_core::mandat::Status;
 use broker_core::secret::random_bytes;
@@ -261,8 +262,8 @@ async fn revoke(state: web::Data<AppState>, session: Session, body: web::Bytes, 
     let st = state.clone();
     let now = state.clock.now();
     let done = blocking_keep(move || match target {
-        Ok(aut) => usager_space::revoke_autorisation(&st.db, usager, aut, now),
-        Err(mandat) => usager_space::revoke_mandat(&st.db, usager, mandat, now),
+        Ok(aut) => usager_space::revoke_autorisation(&st.db, UsagerId(usager), AutorisationId(aut), now),
+        Err(mandat) => usager_space::revoke_mandat(&st.db, UsagerId(usager), MandatId(mandat), now),
     })
     .await?;
     match done {

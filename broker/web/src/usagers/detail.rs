@@ -1,5 +1,6 @@
 //! One usager's mandats, autorisations and history.
 
+use broker_core::capability::{OrganisationId, UsagerId};
 use super::{date_time, french_birthdate, usager_of};
 use crate::guard;
 use crate::page_error::{blocking, PageError};
@@ -112,7 +113,7 @@ pub async fn detail(state: web::Data<AppState>, session: Session, path: web::Pat
     let (lines, names, allowed) = blocking(move || -> Result<Loaded, StoreError> {
         st.db.read_snapshot(|c| {
             let allowed = admin::find_organisation(c, org)?.allowed();
-            let lines = mandat_changes::history(c, org, usager_id)?;
+            let lines = mandat_changes::history(c, OrganisationId(org), UsagerId(usager_id))?;
             let mut names = BTreeMap::new();
             for a in lines.iter().filter_map(|l| l.aidant_id) {
                 if let std::collections::btree_map::Entry::Vacant(v) = names.entry(a) {

@@ -1,6 +1,8 @@
 //! Renewing a mandat without a new FranceConnect identification: a form (démarches and
 //! duration), then a summary that needs a fresh second factor.
 
+use broker_core::capability::{AidantId, MandatId};
+use broker_store::capabilities;
 use super::{checked_form, ids, status_for, usager_ctx, DemarcheLine, UsagerCtx, NOT_FOUND};
 use crate::guard::{self, field, SignedIn};
 use crate::page_error::{blocking, blocking_keep, PageError};
@@ -260,7 +262,8 @@ pub async fn renew_confirm(state: web::Data<AppState>, session: Session, path: w
     let now = state.clock.now();
     let st = state.clone();
     let old = mandat.id;
-    match blocking_keep(move || mandat_changes::renew_mandat(&st.db, old, &n, now)).await? {
+    let aidant = AidantId(who.aidant_id);
+    match blocking_keep(move || capabilities::in_organisation(&st.db, aidant).and_then(|by| mandat_changes::renew_mandat(&st.db, &by, MandatId(old), &n, now))).await? {
         Ok(created) => {
             session.remove(K_RENEWAL);
             Ok(guard::see_other(&format!("/mandats/{}/attestation", created.mandat_id)))

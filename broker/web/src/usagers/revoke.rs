@@ -1,5 +1,7 @@
 //! Revoking one autorisation (one démarche) or a whole mandat, after a confirmation page.
 
+use broker_core::capability::{AidantId, AutorisationId, MandatId};
+use broker_store::capabilities;
 use super::{checked_form, id_or_404, status_for, usager_of, UsagerCtx, NOT_FOUND};
 use crate::guard::{self, field, SignedIn};
 use crate::page_error::{blocking_keep, PageError};
@@ -115,8 +117,10 @@ async fn revoke_submit(state: web::Data<AppState>, session: Session, body: web::
     let now = state.clock.now();
     let st = state.clone();
     let done = blocking_keep(move || match target {
-        RevocationTarget::Mandat(mid) => mandat_changes::revoke_mandat(&st.db, mid, who.aidant_id, now),
-        RevocationTarget::Autorisation(aid) => mandat_changes::revoke_autorisation(&st.db, aid, who.aidant_id, now),
+        RevocationTarget::Mandat(mid) => capabilities::in_organisation(&st.db, AidantId(who.aidant_id))
+            .and_then(|by| mandat_changes::revoke_mandat(&st.db, &by, MandatId(mid), now)),
+        RevocationTarget::Autorisation(aid) => capabilities::in_organisation(&st.db, AidantId(who.aidant_id))
+            .and_then(|by| mandat_changes::revoke_autorisation(&st.db, &by, AutorisationId(aid), now)),
     })
     .await?;
     match done {
