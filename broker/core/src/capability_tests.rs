@@ -1,5 +1,5 @@
 use super::*;
-use crate::mandat::AutorisationFacts;
+use crate::mandat_facts::AutorisationFacts;
 
 fn t(s: i64) -> Timestamp {
     Timestamp::from_micros(1_800_000_000_000_000 + s * 1_000_000)

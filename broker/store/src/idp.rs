@@ -9,7 +9,7 @@ use broker_core::oidc::grant::Grant;
 use crate::schema::{autorisations, mandats, oidc_clients, oidc_token_uses, usagers};
 use crate::{AnyConnection, Db, StoreError};
 use broker_core::identite::IdentitePivot;
-use broker_core::journal::{Action, Entry};
+use broker_core::journal::Event;
 use broker_core::{Demarche, Timestamp};
 use diesel::prelude::*;
 use std::collections::HashMap;
@@ -311,15 +311,8 @@ pub fn disclose(db: &Db, clients: &ClientCache, token_hash: &str, g: &Grant, now
         diesel::insert_into(oidc_token_uses::table)
             .values((oidc_token_uses::token_hash.eq(token_hash), oidc_token_uses::used_at.eq(now.micros())))
             .execute(c)?;
-        let e = Entry::new(Action::AutorisationUsed)
-            .aidant(a.aidant().get())
-            .organisation(a.organisation().get())
-            .usager(a.usager().get())
-            .mandat(a.mandat().get())
-            .autorisation(a.autorisation().get())
-            .client(g.client_id.clone())
-            .demarche(a.demarche());
-        journal::append(c, &[e])?;
+        // Stamped at the instant of the disclosure, by the same clock as the checks.
+        journal::append(c, &[Event::AutorisationUsed { acting: a.clone(), client: g.client_id.clone() }.entry(now)])?;
         Ok(Disclosure::Identity(Box::new((identity, client))))
     });
     match out {

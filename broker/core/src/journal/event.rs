@@ -1,9 +1,9 @@
-//! Typed journal events for mandat changes: one variant per action, with its typed
-//! fields, turned into an [`Entry`] in one place so that every path writes the same
-//! columns and details for the same action.
+//! Typed journal events for mandat changes and their use: one variant per action, with
+//! its typed fields, turned into an [`Entry`] in one place so that every path writes the
+//! same columns and details for the same action.
 
 use super::{Action, Entry};
-use crate::capability::{AidantId, AutorisationId, MandatId, OrganisationId, UsagerId};
+use crate::capability::{ActingFor, AidantId, AutorisationId, MandatId, OrganisationId, UsagerId};
 use crate::duree::Duree;
 use crate::{Demarche, Timestamp};
 
@@ -47,6 +47,8 @@ pub enum Event {
     MandatRevoked { by: Actor, parties: Parties, mandat: MandatId, demarches: Vec<Demarche> },
     MandatRenewed { by: AidantId, parties: Parties, mandat: MandatId, renews: MandatId },
     AttestationCreated { by: Actor, parties: Parties, mandat: MandatId, fingerprint: String, kind: &'static str, legal_text_version: String },
+    /// An e-service received the usager's identity for an aidant acting for them.
+    AutorisationUsed { acting: ActingFor, client: String },
 }
 
 impl Event {
@@ -59,6 +61,7 @@ impl Event {
             Event::MandatRevoked { .. } => Action::MandatRevoked,
             Event::MandatRenewed { .. } => Action::MandatRenewed,
             Event::AttestationCreated { .. } => Action::AttestationCreated,
+            Event::AutorisationUsed { .. } => Action::AutorisationUsed,
         }
     }
 
@@ -107,6 +110,14 @@ impl Event {
                 .attestation_hash(fingerprint.clone())
                 .detail("kind", *kind)
                 .detail("legal_text_version", legal_text_version.clone()),
+            Event::AutorisationUsed { acting, client } => Entry::new(a)
+                .aidant(acting.aidant().get())
+                .organisation(acting.organisation().get())
+                .usager(acting.usager().get())
+                .mandat(acting.mandat().get())
+                .autorisation(acting.autorisation().get())
+                .client(client.clone())
+                .demarche(acting.demarche()),
         };
         e.at(at)
     }

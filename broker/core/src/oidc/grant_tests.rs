@@ -1,6 +1,6 @@
 use super::*;
 use crate::capability::{AidantFacts, AidantId, InOrganisation, OrganisationFacts, OrganisationId};
-use crate::mandat::{AutorisationFacts, MandatFacts};
+use crate::mandat_facts::{AutorisationFacts, MandatFacts};
 use crate::Demarche;
 
 const CB: &str = "https://fc.exemple/api/v2/oidc-callback";
