@@ -37,6 +37,16 @@ impl Duree {
         }
     }
 
+    /// The duration in a few words (« 1 mois »).
+    pub const fn short_label(self) -> &'static str {
+        match self {
+            Duree::UnJour => "1 jour",
+            Duree::UnMois => "1 mois",
+            Duree::SixMois => "6 mois",
+            Duree::UnAn => "1 an",
+        }
+    }
+
     pub fn expiry(self, created_at: Timestamp) -> Timestamp {
         created_at.plus_days(self.days())
     }

@@ -153,6 +153,17 @@ fn out(json: bool, value: serde_json::Value, text: impl FnOnce() -> String) {
     }
 }
 
+/// A list: JSON with `--json`, else one line per item, or `empty` when there is none.
+fn out_list<T: serde::Serialize>(json: bool, list: &[T], empty: &str, line: impl Fn(&T) -> String) {
+    out(json, serde_json::to_value(list).unwrap_or_default(), || {
+        if list.is_empty() {
+            empty.to_owned()
+        } else {
+            list.iter().map(line).collect::<Vec<_>>().join("\n")
+        }
+    })
+}
+
 fn dispatch(cli: Cli, s: &Settings) -> Result<(), Failure> {
     let json = cli.json;
     match cli.command {

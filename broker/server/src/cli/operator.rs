@@ -156,15 +156,7 @@ pub(super) fn admin_cmd(cmd: AdminCmd, s: &Settings, json: bool) -> Result<(), F
         AdminCmd::Organisation { command: OrganisationCmd::List } => {
             let db = open_db(s)?;
             let list = admin::list_organisations(&db)?;
-            out(json, serde_json::to_value(&list).unwrap_or_default(), || {
-                if list.is_empty() {
-                    return "Aucune structure.".into();
-                }
-                list.iter()
-                    .map(|o| format!("{}\t{}\t{}\t{}", o.id, o.siret, o.name, o.allowed_demarches))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            });
+            out_list(json, &list, "Aucune structure.", |o| format!("{}\t{}\t{}\t{}", o.id, o.siret, o.name, o.allowed_demarches));
         }
         AdminCmd::Aidant { command: AidantCmd::Create(a) } => {
             broker_core::validate::email(&a.email).map_err(|e| bad_input(e.0))?;
@@ -281,21 +273,13 @@ pub(super) fn admin_cmd(cmd: AdminCmd, s: &Settings, json: bool) -> Result<(), F
         AdminCmd::Client { command: ClientCmd::List } => {
             let db = open_db(s)?;
             let list = admin::list_clients(&db)?;
-            out(json, serde_json::to_value(&list).unwrap_or_default(), || {
-                if list.is_empty() {
-                    return "Aucun client.".into();
-                }
-                list.iter()
-                    .map(|c| {
-                        let subject = match &c.sector_identifier {
-                            Some(sector) => format!("{} ({sector})", c.subject_type),
-                            None => c.subject_type.clone(),
-                        };
-                        let act = if c.act_claim { "act" } else { "-" };
-                        format!("{}\t{}\t{}\t{subject}\t{act}\t{}", c.client_id, c.name, c.id_token_alg, c.redirect_uri_list().join(" "))
-                    })
-                    .collect::<Vec<_>>()
-                    .join("\n")
+            out_list(json, &list, "Aucun client.", |c| {
+                let subject = match &c.sector_identifier {
+                    Some(sector) => format!("{} ({sector})", c.subject_type),
+                    None => c.subject_type.clone(),
+                };
+                let act = if c.act_claim { "act" } else { "-" };
+                format!("{}\t{}\t{}\t{subject}\t{act}\t{}", c.client_id, c.name, c.id_token_alg, c.redirect_uri_list().join(" "))
             });
         }
     }

@@ -1,6 +1,6 @@
 //! The choices form: démarches and duration, then off to FranceConnect.
 
-use super::{aidant_organisation, back_to_form, duree_label, keep, load, Draft, ARGENT_WARNING, RECAP};
+use super::{aidant_organisation, back_to_form, keep, load, Draft, ARGENT_WARNING, RECAP};
 use crate::franceconnect::store_pending;
 use crate::guard;
 use crate::page_error::PageError;
@@ -48,7 +48,7 @@ async fn form_page(state: &web::Data<AppState>, session: &Session, aidant_id: i6
         .iter()
         .map(|&x| ChoiceView { key: x.key(), title: x.title(), description: x.description(), checked: chosen.contains(&x), argent: x == Demarche::Argent })
         .collect();
-    let durees = Duree::ALL.into_iter().map(|x| DureeView { days: x.days(), label: duree_label(x), checked: x.days() == d.duree_jours }).collect();
+    let durees = Duree::ALL.into_iter().map(|x| DureeView { days: x.days(), label: x.short_label(), checked: x.days() == d.duree_jours }).collect();
     render_with(
         status,
         &FormPage {

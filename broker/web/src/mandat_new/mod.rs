@@ -13,7 +13,6 @@ use crate::AppState;
 use actix_session::Session;
 use actix_web::{web, HttpResponse};
 use broker_core::identite::IdentitePivot;
-use broker_core::mandat::Duree;
 use broker_core::Demarche;
 use broker_store::{auth, StoreError};
 use serde::{Deserialize, Serialize};
@@ -121,14 +120,6 @@ const NO_ORGANISATION: PageError = PageError::Forbidden {
     message: "Vous n'êtes rattaché à aucune structure : vous ne pouvez pas établir de mandat. Contactez le référent de votre structure.",
 };
 
-fn duree_label(d: Duree) -> &'static str {
-    match d {
-        Duree::UnJour => "1 jour",
-        Duree::UnMois => "1 mois",
-        Duree::SixMois => "6 mois",
-        Duree::UnAn => "1 an",
-    }
-}
 
 const ARGENT_WARNING: &str = "La démarche « Argent » permet d'agir sur les impôts, les prestations et les comptes de la \
 personne : ne la cochez que si la personne vous le demande expressément, et ne réalisez jamais de paiement à sa place.";

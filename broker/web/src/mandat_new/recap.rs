@@ -1,6 +1,6 @@
 //! The summary, the aidant's attestation and second factor, and the mandat's creation.
 
-use super::{duree_label, load, organisation, Draft, Identified, ARGENT_WARNING, DRAFT_KEY, FORM, NO_ORGANISATION, RECAP};
+use super::{load, organisation, Draft, Identified, ARGENT_WARNING, DRAFT_KEY, FORM, NO_ORGANISATION, RECAP};
 use crate::guard;
 use crate::page_error::{blocking, blocking_keep, PageError};
 use crate::pages::{self, render_with, DemarcheView, Header};
@@ -75,7 +75,7 @@ async fn recap_page(state: &web::Data<AppState>, session: &Session, aidant_id: i
             demarches: chosen.iter().map(|x| DemarcheView { key: x.key(), title: x.title(), description: x.description() }).collect(),
             argent: chosen.contains(&Demarche::Argent),
             argent_warning: ARGENT_WARNING,
-            duree: duree_label(duree),
+            duree: duree.short_label(),
             expires: duree.expiry(state.clock.now()).french_date(),
             reauth_url: format!("/reauthentification?{}", suite.finish()),
         },

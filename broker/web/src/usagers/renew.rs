@@ -82,14 +82,6 @@ fn duration_days(m: &MandatFacts) -> i64 {
     (m.expires_at.micros() - m.created_at.micros()) / 86_400_000_000
 }
 
-fn duree_label(d: Duree) -> &'static str {
-    match d {
-        Duree::UnJour => "1 jour",
-        Duree::UnMois => "1 mois",
-        Duree::SixMois => "6 mois",
-        Duree::UnAn => "1 an",
-    }
-}
 
 /// The usager, the mandat to renew and the démarches the organisation may choose.
 async fn renew_ctx(state: &web::Data<AppState>, who: SignedIn, u: &str, m: &str) -> Result<(UsagerCtx, MandatFacts, Vec<Demarche>), PageError> {
@@ -152,7 +144,7 @@ fn form_page(header: Header, session: &Session, ctx: &UsagerCtx, mandat: &Mandat
                 .iter()
                 .map(|&d| ChoiceView { key: d.key(), title: d.title(), description: d.description(), checked: chosen.contains(&d) })
                 .collect(),
-            durees: Duree::ALL.iter().map(|&d| DureeView { days: d.days(), label: duree_label(d), checked: d.days() == days }).collect(),
+            durees: Duree::ALL.iter().map(|&d| DureeView { days: d.days(), label: d.short_label(), checked: d.days() == days }).collect(),
             argent_warning: ARGENT_WARNING,
             error,
         },
@@ -228,7 +220,7 @@ async fn recap_page(state: &web::Data<AppState>, session: &Session, who: SignedI
             mandat_id: mandat.id,
             argent: demarches.contains(&Demarche::Argent),
             demarches: demarches.iter().map(|d| DemarcheLine { title: d.title(), description: d.description() }).collect(),
-            duration: duree_label(duree),
+            duration: duree.short_label(),
             expires: duree.expiry(state.clock.now()).french_date(),
             argent_warning: ARGENT_WARNING,
             error,
