@@ -915,6 +915,17 @@ fn public_pages(c: &mut Check, anon: &mut Client) {
     for (what, r) in raw {
         c.send(anon, &format!("{} {} ({what})", r.method, String::from_utf8_lossy(&r.target).chars().take(40).collect::<String>()), r);
     }
+
+    // The cookie that binds a flow to its browser, read on every step of that flow.
+    let flow = random_hex(32);
+    let path = format!("/autorisation/{flow}");
+    for v in text_corpus() {
+        let cookie = format!("ac_flux_{flow}={}", v.raw);
+        c.send(anon, &format!("GET {path} flow cookie={}", v.class), Req::get(path.as_str()).header("Cookie", cookie));
+    }
+    for name in [format!("ac_flux_{}", "f".repeat(300)), "ac_appareil_99999999999999999999999".to_owned(), "ac_appareil_-1".to_owned()] {
+        c.send(anon, &format!("GET {path} cookie name {}", shorten(&name, 30)), Req::get(path.as_str()).header("Cookie", format!("{name}=0.0")));
+    }
 }
 
 // ---- signed in -------------------------------------------------------------------------------
