@@ -361,7 +361,7 @@ impl Idp {
 
     /// A browser sending each request to the next instance in turn.
     pub fn browser(&self) -> Browser {
-        Browser { bases: self.brokers.iter().map(|b| b.base.clone()).collect(), issuer: self.issuer().to_owned(), next: 0, cookies: Vec::new() }
+        Browser { bases: self.brokers.iter().map(|b| b.base.clone()).collect(), issuer: self.issuer().to_owned(), next: 0, cookies: crate::CookieJar::default() }
     }
 
     /// Messages written to the outbox for `email`, oldest first: (file name, text).
@@ -589,7 +589,7 @@ pub struct Browser {
     bases: Vec<String>,
     issuer: String,
     next: usize,
-    cookies: Vec<(String, String)>,
+    cookies: crate::CookieJar,
 }
 
 impl Browser {
@@ -608,19 +608,13 @@ impl Browser {
     }
 
     fn cookie_header(&self) -> Option<String> {
-        (!self.cookies.is_empty()).then(|| self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; "))
+        self.cookies.header()
     }
 
     fn keep(&mut self, res: &ureq::http::Response<ureq::Body>) {
         for h in res.headers().get_all("set-cookie") {
-            let Ok(h) = h.to_str() else { continue };
-            let first = h.split(';').next().unwrap_or("");
-            let Some((name, value)) = first.split_once('=') else { continue };
-            let (name, value) = (name.trim().to_owned(), value.trim().to_owned());
-            let gone = value.is_empty() || h.to_ascii_lowercase().contains("max-age=0");
-            self.cookies.retain(|(k, _)| *k != name);
-            if !gone {
-                self.cookies.push((name, value));
+            if let Ok(h) = h.to_str() {
+                self.cookies.keep(h);
             }
         }
     }

@@ -26,6 +26,30 @@ macro_rules! on_both_backends {
     };
 }
 
+/// The cookies a test client holds, as a browser keeps them (names only: no path nor
+/// expiry handling beyond removal).
+#[derive(Debug, Default, Clone)]
+pub struct CookieJar(Vec<(String, String)>);
+
+impl CookieJar {
+    /// Applies one `Set-Cookie` value: a new value replaces the old one; an empty value or
+    /// `Max-Age=0` removes the cookie.
+    pub fn keep(&mut self, set_cookie: &str) {
+        let Some((name, value)) = set_cookie.split(';').next().unwrap_or("").split_once('=') else { return };
+        let (name, value) = (name.trim().to_owned(), value.trim().to_owned());
+        let gone = value.is_empty() || set_cookie.to_ascii_lowercase().contains("max-age=0");
+        self.0.retain(|(k, _)| *k != name);
+        if !gone {
+            self.0.push((name, value));
+        }
+    }
+
+    /// The `Cookie` header to send, if any cookie is held.
+    pub fn header(&self) -> Option<String> {
+        (!self.0.is_empty()).then(|| self.0.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; "))
+    }
+}
+
 pub mod fc;
 pub mod idp;
 pub mod proxy;

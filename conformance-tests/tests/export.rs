@@ -7,6 +7,7 @@ use broker_core::journal::{Action, Entry};
 use broker_core::totp::Seed;
 use broker_core::Demarche;
 use broker_store::{journal, DatabaseUrl, Db};
+use conformance_tests::CookieJar;
 use conformance_tests::broker_bin;
 use conformance_tests::idp::{Aidant, Backend, Idp, Page};
 use serde_json::Value;
@@ -44,14 +45,14 @@ fn memory_kb(pid: u32) -> (u64, u64) {
 struct Client {
     base: String,
     issuer: String,
-    cookies: Vec<(String, String)>,
+    cookies: CookieJar,
     agent: ureq::Agent,
 }
 
 impl Client {
     fn new(idp: &Idp) -> Client {
         let agent = ureq::Agent::config_builder().http_status_as_error(false).max_redirects(0).timeout_global(Some(Duration::from_secs(120))).build().into();
-        Client { base: idp.brokers[0].base.clone(), issuer: idp.issuer().to_owned(), cookies: Vec::new(), agent }
+        Client { base: idp.brokers[0].base.clone(), issuer: idp.issuer().to_owned(), cookies: CookieJar::default(), agent }
     }
 
     fn url(&self, target: &str) -> String {
@@ -61,18 +62,13 @@ impl Client {
     }
 
     fn cookie_header(&self) -> String {
-        self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
+        self.cookies.header().unwrap_or_default()
     }
 
     fn keep(&mut self, res: &ureq::http::Response<ureq::Body>) {
         for h in res.headers().get_all("set-cookie") {
-            let Ok(h) = h.to_str() else { continue };
-            let Some((name, value)) = h.split(';').next().unwrap_or("").split_once('=') else { continue };
-            let (name, value) = (name.trim().to_owned(), value.trim().to_owned());
-            let gone = value.is_empty() || h.to_ascii_lowercase().contains("max-age=0");
-            self.cookies.retain(|(k, _)| *k != name);
-            if !gone {
-                self.cookies.push((name, value));
+            if let Ok(h) = h.to_str() {
+                self.cookies.keep(h);
             }
         }
     }

@@ -13,6 +13,7 @@
 //! status and its time to FILE.
 
 use broker_core::totp::Seed;
+use conformance_tests::CookieJar;
 use conformance_tests::on_both_backends;
 use conformance_tests::idp::{Aidant, Backend, Idp, Mandat, Page, Registration, Usager, CALLBACK, LOGOUT_CALLBACK};
 use data_encoding::{BASE64, BASE64URL_NOPAD};
@@ -214,27 +215,19 @@ fn exchange(addr: &str, request: Vec<u8>) -> Result<Answer, String> {
 /// A browser of the broker over raw HTTP: keeps its cookies, follows no redirect.
 struct Client {
     addr: String,
-    cookies: Vec<(String, String)>,
+    cookies: CookieJar,
 }
 
 impl Client {
     fn new(idp: &Idp) -> Client {
-        Client { addr: idp.brokers[0].base.trim_start_matches("http://").to_owned(), cookies: Vec::new() }
+        Client { addr: idp.brokers[0].base.trim_start_matches("http://").to_owned(), cookies: CookieJar::default() }
     }
 
     fn send(&mut self, r: &Req) -> Result<Answer, String> {
-        let cookies = (!self.cookies.is_empty()).then(|| self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; "));
-        let a = exchange(&self.addr, r.bytes(&self.addr, cookies))?;
+        let a = exchange(&self.addr, r.bytes(&self.addr, self.cookies.header()))?;
         for (k, h) in &a.headers {
-            if k != "set-cookie" {
-                continue;
-            }
-            let Some((name, value)) = h.split(';').next().unwrap_or("").split_once('=') else { continue };
-            let (name, value) = (name.trim().to_owned(), value.trim().to_owned());
-            let gone = value.is_empty() || h.to_ascii_lowercase().contains("max-age=0");
-            self.cookies.retain(|(n, _)| *n != name);
-            if !gone {
-                self.cookies.push((name, value));
+            if k == "set-cookie" {
+                self.cookies.keep(h);
             }
         }
         Ok(a)

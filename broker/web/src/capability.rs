@@ -1,29 +1,22 @@
-//! The signed-in aidant acting in their current organisation, resolved once per request.
+//! The signed-in aidant acting in their current organisation, resolved once per request
+//! ([`Acting::resolve`] keeps the answer in the request's extensions).
 //!
-//! A handler that takes [`Acting`] runs only for a signed-in, active aidant with a
-//! current organisation; it holds the [`InOrganisation`] capability the store's
-//! functions for that organisation take. Nobody signed in: `303` to sign-in, coming back
+//! Code past [`Acting::resolve`] runs only for a signed-in, active aidant with a current
+//! organisation; it holds the [`InOrganisation`] capability the store's functions for
+//! that organisation take. Nobody signed in: `303` to sign-in, coming back
 //! to the page asked. An aidant deactivated or without an organisation since: the
 //! session ends, and sign-in again.
 
 use crate::guard::{self, SignedIn};
 use crate::{pages, AppState};
 use actix_session::SessionExt;
-use actix_web::dev::Payload;
-use actix_web::error::InternalError;
-use actix_web::{web, FromRequest, HttpMessage, HttpRequest, HttpResponse};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use broker_core::capability::{AidantId, InOrganisation};
-use std::future::Future;
-use std::pin::Pin;
 
 #[derive(Debug, Clone)]
 pub struct Acting {
     pub who: SignedIn,
     pub by: InOrganisation,
-}
-
-fn refuse(res: HttpResponse) -> actix_web::Error {
-    InternalError::from_response("", res).into()
 }
 
 fn sign_in_again(here: &str) -> HttpResponse {
@@ -60,15 +53,5 @@ impl Acting {
         let acting = Acting { who, by };
         req.extensions_mut().insert(acting.clone());
         Ok(acting)
-    }
-}
-
-impl FromRequest for Acting {
-    type Error = actix_web::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let req = req.clone();
-        Box::pin(async move { Acting::resolve(&req).await.map_err(refuse) })
     }
 }
