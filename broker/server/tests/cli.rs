@@ -180,7 +180,6 @@ fn signing_files(cli: &Cli) -> Vec<(String, String)> {
 
 /// Journal entries of the signing keys: (operation, kid, alg, via).
 fn signing_entries(cli: &Cli) -> Vec<(String, String, String, String)> {
-    cli.t.db.flush_journal();
     broker_testkit::journal(&cli.t.db, |c| broker_store::journal::page(c, 0, 1000))
         .unwrap()
         .into_iter()
@@ -485,7 +484,6 @@ fn an_autorisation_is_revoked_once_by_an_aidant_of_its_structure() {
         assert_eq!(demarches_of(&list[0]), vec![("social".into(), "revoked".into()), ("argent".into(), "revoked".into())], "{name}");
         assert!(list[0]["autorisations"][0]["revoked_at"].is_string(), "{name}");
 
-        cli.t.db.flush_journal();
         let revocations: Vec<(Option<i64>, bool, String)> = broker_testkit::journal(&cli.t.db, |c| broker_store::journal::page(c, 0, 1000))
             .unwrap()
             .into_iter()
@@ -502,7 +500,6 @@ fn an_autorisation_is_revoked_once_by_an_aidant_of_its_structure() {
 /// The journal entries of one mandat: action, démarche, whether an aidant is named, and the
 /// details of the entries revocation writes.
 fn mandat_entries(cli: &Cli, mandat: i64) -> Vec<(String, Option<String>, bool, String)> {
-    cli.t.db.flush_journal();
     broker_testkit::journal(&cli.t.db, |c| broker_store::journal::page(c, 0, 1000))
         .unwrap()
         .into_iter()

@@ -5,7 +5,7 @@
 use crate::admin::find_organisation;
 use crate::journal;
 use crate::mandat_facts::facts;
-use crate::schema::{attestations, autorisations, journal as journal_t, journal_pending, mandats, usagers};
+use crate::schema::{attestations, autorisations, journal as journal_t, mandats, usagers};
 use crate::{AnyConnection, StoreError};
 use broker_core::attestation::{AttestationContent, Kind, LEGAL_TEXT_VERSION};
 use broker_core::capability::{AidantId, MandatId, OrganisationId, UsagerId};
@@ -194,16 +194,7 @@ pub fn find_by_fingerprint(c: &mut AnyConnection, fp: &str) -> Result<Option<Fou
     else {
         return Ok(None);
     };
-    // Pending first, then numbered: the sequencer moves an entry from one table to the
-    // other in one transaction, so in this order a committed entry is seen at least once
-    // even outside a snapshot.
     let action = Action::AttestationCreated.key();
-    let pending: i64 = journal_pending::table
-        .filter(journal_pending::action.eq(action))
-        .filter(journal_pending::attestation_hash.eq(fp))
-        .filter(journal_pending::mandat_id.eq(mandat_id))
-        .count()
-        .get_result(c)?;
     let in_journal: i64 = journal_t::table
         .filter(journal_t::action.eq(action))
         .filter(journal_t::attestation_hash.eq(fp))
@@ -221,7 +212,7 @@ pub fn find_by_fingerprint(c: &mut AnyConnection, fp: &str) -> Result<Option<Fou
         kind: Kind::from_key(&kind).unwrap_or(Kind::Mandat),
         legal_text_version: version,
         created_at: Timestamp::from_micros(created_at),
-        journaled: in_journal + pending > 0,
+        journaled: in_journal > 0,
         mandat,
     }))
 }
@@ -240,16 +231,6 @@ pub fn mandat_fingerprint(c: &mut AnyConnection, mandat_id: i64) -> Result<Optio
 /// The aidant who recorded the attestation with fingerprint `fp`, from its journal entry.
 pub fn recorded_by(c: &mut AnyConnection, fp: &str) -> Result<Option<i64>, StoreError> {
     let action = Action::AttestationCreated.key();
-    // Pending first, numbered second: an entry moved in between is still found.
-    let pending: Option<Option<i64>> = journal_pending::table
-        .filter(journal_pending::action.eq(action))
-        .filter(journal_pending::attestation_hash.eq(fp))
-        .select(journal_pending::aidant_id)
-        .first(c)
-        .optional()?;
-    if let Some(a) = pending {
-        return Ok(a);
-    }
     Ok(journal_t::table
         .filter(journal_t::action.eq(action))
         .filter(journal_t::attestation_hash.eq(fp))

@@ -166,7 +166,6 @@ pub fn create(db: &Db, key: &JournalKey, now: Timestamp, only_if_new_entries: bo
         Skip,
         Make(i64, Hash),
     }
-    db.flush_journal();
     let plan = db.read_snapshot(|c| {
         let size = tree_size(c)?;
         let last = latest(c)?;

@@ -1,28 +1,27 @@
-//! The database handle (pool, breaker, journal sequencer) and migrations for PostgreSQL
-//! and SQLite. Connections are in [`crate::conn`], transactions in [`crate::tx`], the
-//! sequencer in [`crate::sequencer`].
+//! The database handle (pool, breaker, group-commit writer) and migrations for
+//! PostgreSQL and SQLite. Connections are in [`crate::conn`], transactions in
+//! [`crate::tx`], the writer in [`crate::group`].
 
 pub use crate::conn::{AnyConnection, Backend, DatabaseUrl, Manager, Pool, PooledConnection};
-use crate::sequencer::SequencerHandle;
+use crate::group::{Job, Reply, Writer};
 pub use crate::tx::write_tx;
 use crate::StoreError;
 use diesel::connection::{AnsiTransactionManager, TransactionManager};
 use diesel::r2d2::R2D2Connection;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
-use std::sync::atomic::Ordering;
+use std::any::Any;
 use std::sync::Arc;
 use std::time::Duration;
 
 pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
 pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
 
-/// The database: a pool, the backend it talks to, and on PostgreSQL the process's
-/// journal sequencer.
+/// The database: a pool, the backend it talks to, and the process's group-commit writer.
 #[derive(Clone)]
 pub struct Db {
     pool: Pool,
     url: DatabaseUrl,
-    sequencer: Option<Arc<SequencerHandle>>,
+    writer: Arc<Writer>,
     /// Fails calls at once for a moment after the database could not be reached.
     breaker: Arc<crate::breaker::Breaker>,
 }
@@ -45,24 +44,9 @@ impl Db {
             .test_on_check_out(false)
             .build(Manager(url.clone()))
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        let sequencer = (url.backend == Backend::Postgres).then(|| Arc::new(SequencerHandle::start(pool.clone())));
-        Ok(Self { pool, url: url.clone(), sequencer, breaker: Arc::new(crate::breaker::Breaker::new(UNREACHABLE_WINDOW)) })
-    }
-
-    /// Also sequence, every second, entries left pending by another process that
-    /// stopped between its commit and its sequencing (a long-running server does this).
-    pub fn sweep_pending_journal_entries(&self) {
-        if let Some(s) = &self.sequencer {
-            s.seq.sweep.store(true, Ordering::Relaxed);
-        }
-    }
-
-    /// Waits until every journal entry committed before this call has its sequence
-    /// number. Readers that must see their own writes in the journal call it first.
-    pub fn flush_journal(&self) {
-        if let Some(s) = &self.sequencer {
-            s.seq.flush();
-        }
+        let breaker = Arc::new(crate::breaker::Breaker::new(UNREACHABLE_WINDOW));
+        let writer = Arc::new(Writer::start(pool.clone(), breaker.clone()));
+        Ok(Self { pool, url: url.clone(), writer, breaker })
     }
 
     pub fn backend(&self) -> Backend {
@@ -122,23 +106,52 @@ impl Db {
     /// schema newer than this binary knows. Returns the versions applied now.
     pub fn migrate(&self) -> Result<Vec<String>, StoreError> {
         let mut c = self.conn()?;
-        migrate(&mut c)
+        let done = migrate(&mut c)?;
+        let numbered = crate::journal::number_left_pending(&mut c)?;
+        if numbered > 0 {
+            tracing::info!(entries = numbered, "journal entries left pending by an earlier version numbered");
+        }
+        Ok(done)
     }
 
     /// Runs `f` in a write transaction and commits, or rolls back on error. Journal
-    /// entries appended by `f` are committed with the change; on PostgreSQL they get
-    /// their sequence number a moment later (see [`Db::flush_journal`]).
+    /// entries appended by `f` are numbered and committed with the change.
     pub fn write<T>(&self, f: impl FnOnce(&mut AnyConnection) -> Result<T, StoreError>) -> Result<T, StoreError> {
         let mut c = self.conn()?;
-        crate::tx::take_wrote_pending();
         let out = write_tx(&mut c, f);
-        let wrote_pending = crate::tx::take_wrote_pending();
         drop(c);
-        let v = self.noting_lost_connection(out)?;
-        if let (true, Some(s)) = (wrote_pending, &self.sequencer) {
-            s.seq.notify();
-        }
-        Ok(v)
+        self.noting_lost_connection(out)
+    }
+
+    /// Like [`Db::write`], but committed by the group writer with other requests' writes
+    /// in one transaction ([`crate::group`]): `f` runs in a savepoint of it, so its error
+    /// undoes its own work only. For the journaled writes that come in numbers.
+    pub fn write_grouped<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut AnyConnection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.writer.submit(Job::Run(boxed(f), Reply::Wait(tx)));
+        unbox(rx.recv().unwrap_or_else(|_| Err(stopped())))
+    }
+
+    /// [`Db::write_grouped`] for a task: awaits the commit instead of blocking a thread.
+    pub async fn write_grouped_async<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut AnyConnection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.writer.submit(Job::Run(boxed(f), Reply::Notify(tx)));
+        unbox(rx.await.unwrap_or_else(|_| Err(stopped())))
+    }
+
+    /// Transactions and jobs committed by this process's group writer so far.
+    pub fn group_stats(&self) -> crate::group::GroupStats {
+        self.writer.stats()
+    }
+
+    pub(crate) fn submit(&self, job: Job) {
+        self.writer.submit(job);
     }
 
     /// Runs `f` in a read-only transaction that sees one consistent snapshot.
@@ -168,12 +181,34 @@ impl Db {
     /// A call that lost its connection (the server went away under it) opens the
     /// breaker, like a connection that could not be made.
     fn noting_lost_connection<T>(&self, out: Result<T, StoreError>) -> Result<T, StoreError> {
-        use diesel::result::{DatabaseErrorKind, Error};
-        if let Err(StoreError::Database(Error::DatabaseError(DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand, _))) = &out {
+        if lost_connection(&out) {
             self.breaker.trip();
         }
         out
     }
+}
+
+/// Whether a call failed because the connection went away under it.
+pub(crate) fn lost_connection<T>(out: &Result<T, StoreError>) -> bool {
+    use diesel::result::{DatabaseErrorKind, Error};
+    matches!(
+        out,
+        Err(StoreError::Database(Error::DatabaseError(DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand, _)))
+    )
+}
+
+pub(crate) fn stopped() -> StoreError {
+    StoreError::Unavailable("le service s'arrête".into())
+}
+
+fn boxed<T: Send + 'static>(
+    f: impl FnOnce(&mut AnyConnection) -> Result<T, StoreError> + Send + 'static,
+) -> crate::group::Work {
+    Box::new(move |c: &mut AnyConnection| f(c).map(|v| Box::new(v) as Box<dyn Any + Send>))
+}
+
+fn unbox<T: 'static>(out: crate::group::Output) -> Result<T, StoreError> {
+    out.map(|v| *v.downcast::<T>().expect("the group writer answers each job with its own value"))
 }
 
 pub fn migrations_for(conn: &AnyConnection) -> EmbeddedMigrations {

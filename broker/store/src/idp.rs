@@ -3,13 +3,9 @@
 //! issued, and the disclosure of an identity at `/userinfo` with its journal entry.
 
 use crate::admin::Client;
-use crate::journal;
 use broker_core::capability::{ActingFor, AidantId, InOrganisation, MandatId, UsagerId};
-use broker_core::oidc::grant::Grant;
 use crate::schema::{autorisations, mandats, oidc_clients, oidc_token_uses, usagers};
 use crate::{AnyConnection, Db, StoreError};
-use broker_core::identite::IdentitePivot;
-use broker_core::journal::Event;
 use broker_core::{Demarche, Timestamp};
 use diesel::prelude::*;
 use std::collections::HashMap;
@@ -245,84 +241,7 @@ pub fn usager_sub(db: &Db, usager: UsagerId) -> Result<String, StoreError> {
     })
 }
 
-/// What `/userinfo` may answer for one access token.
-pub enum Disclosure {
-    /// The identity, disclosed now and journaled, and the client it goes to.
-    Identity(Box<(IdentitePivot, Arc<Client>)>),
-    /// The client is no longer active: nothing is disclosed.
-    ClientInactive,
-    /// The autorisation is no longer active (revoked, or its mandat expired).
-    NotActive,
-    /// The token has already served its disclosure.
-    AlreadyUsed,
-}
-
-type IdentityRow = (String, String, Option<String>, String, String, String, String, Option<String>);
-/// Revocation, expiry, organisation, usager and démarche of an autorisation.
-type AutorisationRow = (Option<i64>, i64, i64, i64, String);
-
-/// The usager's identity when the grant's autorisation is still active at `now` (one
-/// query: autorisation, mandat and usager).
-fn active_identity(c: &mut AnyConnection, g: &ActingFor, now: Timestamp) -> Result<Option<IdentitePivot>, StoreError> {
-    let row: Option<(AutorisationRow, IdentityRow)> = autorisations::table
-        .inner_join(mandats::table.inner_join(usagers::table))
-        .filter(autorisations::id.eq(g.autorisation().get()))
-        .select((
-            (autorisations::revoked_at, mandats::expires_at, mandats::organisation_id, mandats::usager_id, autorisations::demarche),
-            (
-                usagers::given_name,
-                usagers::family_name,
-                usagers::preferred_username,
-                usagers::birthdate,
-                usagers::gender,
-                usagers::birthplace,
-                usagers::birthcountry,
-                usagers::email,
-            ),
-        ))
-        .first(c)
-        .optional()?;
-    let Some(((revoked, expires, org, usager, demarche), id)) = row else { return Ok(None) };
-    let active = revoked.is_none()
-        && now.micros() < expires
-        && org == g.organisation().get()
-        && usager == g.usager().get()
-        && demarche == g.demarche().key();
-    if !active {
-        return Ok(None);
-    }
-    let (given_name, family_name, preferred_username, birthdate, gender, birthplace, birthcountry, email) = id;
-    Ok(Some(IdentitePivot { given_name, family_name, preferred_username, birthdate, gender, birthplace, birthcountry, email: email.unwrap_or_default() }))
-}
-
-/// Discloses the usager's identity for the access token whose hash is `token_hash`: in one
-/// transaction, checks that the autorisation is still active at `now`, marks the token
-/// used and appends the `autorisation_used` journal entry. The grant's client must be
-/// active (as `clients` knows it). Nothing is written when the answer is not
-/// [`Disclosure::Identity`].
-pub fn disclose(db: &Db, clients: &ClientCache, token_hash: &str, g: &Grant, now: Timestamp) -> Result<Disclosure, StoreError> {
-    let Some(client) = clients.get(db, &g.client_id)? else { return Ok(Disclosure::ClientInactive) };
-    let a = &g.acting;
-    let out = db.write(|c| {
-        let Some(identity) = active_identity(c, a, now)? else {
-            return Ok(Disclosure::NotActive);
-        };
-        // A second use hits the primary key (mapped to `AlreadyUsed` below).
-        diesel::insert_into(oidc_token_uses::table)
-            .values((oidc_token_uses::token_hash.eq(token_hash), oidc_token_uses::used_at.eq(now.micros())))
-            .execute(c)?;
-        // Stamped at the instant of the disclosure, by the same clock as the checks.
-        journal::append(c, &[Event::AutorisationUsed { acting: a.clone(), client: g.client_id.clone() }.entry(now)])?;
-        Ok(Disclosure::Identity(Box::new((identity, client))))
-    });
-    match out {
-        // Two requests racing with one token: the loser's insert hits the primary key.
-        Err(StoreError::Database(diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _))) => {
-            Ok(Disclosure::AlreadyUsed)
-        }
-        other => other,
-    }
-}
+pub use crate::disclosure::{disclose, disclose_async, Disclosure};
 
 /// Forgets the uses of access tokens that can no longer be presented: those recorded
 /// before `before`, which the caller sets at least

@@ -1,32 +1,22 @@
-//! The journal appender, sequencer and verifier.
+//! The journal appender, numbering and verifier.
 //!
 //! [`append`] is called inside the write transaction of the change it records (see
-//! [`crate::Db::write`]), so an entry exists exactly when its change does.
+//! [`crate::Db::write`] and [`crate::group`]), so an entry exists exactly when its change
+//! does. The entries of a transaction are numbered just before its commit
+//! ([`crate::tx::write_tx`]): the head row gives the next number and the previous chain
+//! hash, and its row lock, taken last and held until the commit, makes numbering one
+//! writer at a time across every process. The group writer ([`crate::group`]) commits
+//! many requests' entries in one transaction, so concurrent writers share that lock and
+//! that commit instead of queueing on them one by one.
 //!
-//! - On SQLite (one writer at a time) the entry is sequenced right there: the head row
-//!   gives the next number and the previous chain hash.
-//! - On PostgreSQL the entry is written to `journal_pending` with its change, and the
-//!   process's sequencer moves it into `journal` right after the commit
-//!   ([`crate::Db::flush_journal`] waits for that). The sequencer takes a
-//!   transaction-scoped advisory lock, so one sequencer at a time (across every process)
-//!   numbers all pending entries in one batch and one commit: concurrent writers share
-//!   that commit instead of queueing on the head row.
-//!
-//! Either way numbers are contiguous, and the primary key on `seq` makes a fork
-//! impossible even if the lock were bypassed.
+//! Numbers are contiguous, and the primary key on `seq` makes a fork impossible even if
+//! the lock were bypassed.
 
-use crate::tx::write_tx;
 use crate::schema::{journal, journal_head, journal_pending};
 use crate::{AnyConnection, StoreError};
 use broker_core::journal::{parse_hash, Entry, Fault, Record, Verifier, GENESIS};
 use broker_core::Timestamp;
-use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-
-/// Key of the PostgreSQL advisory lock held while sequencing.
-const SEQUENCER_LOCK: i64 = 0x4143_4A4F_5552;
-/// Entries numbered per sequencing transaction, at most.
-const BATCH: i64 = 5_000;
 
 #[derive(Queryable, Selectable, Insertable)]
 #[diesel(table_name = journal)]
@@ -132,52 +122,46 @@ impl PendingRow {
     }
 }
 
-/// Appends entries, in order, inside the caller's write transaction, each at its own
-/// `at` when it has one (the clock of its change), at the wall time otherwise.
+/// Appends entries, in order, to the caller's write transaction, each at its own `at`
+/// when it has one (the clock of its change), at the wall time otherwise. They are
+/// numbered just before the commit; outside a write transaction, at once.
 pub fn append(conn: &mut AnyConnection, entries: &[Entry]) -> Result<(), StoreError> {
     if entries.is_empty() {
         return Ok(());
     }
     let at = Timestamp::now();
-    match conn {
-        AnyConnection::Sqlite(_) => {
-            let records = entries.iter().map(|e| (None, e.record(e.at.unwrap_or(at)))).collect();
-            seal_and_insert(conn, records)
-        }
-        AnyConnection::Postgresql(_) => {
-            for e in entries {
-                let r = e.record(e.at.unwrap_or(at));
-                diesel::insert_into(journal_pending::table)
-                    .values((
-                        journal_pending::at.eq(r.at),
-                        journal_pending::action.eq(r.action),
-                        journal_pending::aidant_id.eq(r.aidant),
-                        journal_pending::organisation_id.eq(r.organisation),
-                        journal_pending::usager_id.eq(r.usager),
-                        journal_pending::mandat_id.eq(r.mandat),
-                        journal_pending::autorisation_id.eq(r.autorisation),
-                        journal_pending::demarche.eq(r.demarche),
-                        journal_pending::client_id.eq(r.client),
-                        journal_pending::attestation_hash.eq(r.attestation_hash),
-                        journal_pending::details.eq(r.details),
-                    ))
-                    .execute(conn)?;
-            }
-            crate::tx::note_wrote_pending();
-            Ok(())
-        }
+    let records = entries.iter().map(|e| e.record(e.at.unwrap_or(at))).collect();
+    match crate::tx::keep_for_commit(records) {
+        None => Ok(()),
+        Some(records) => number(conn, records),
     }
+}
+
+/// Numbers and chains `records` after the head and inserts them, in the caller's
+/// transaction (see the module's documentation).
+pub(crate) fn number(conn: &mut AnyConnection, records: Vec<Record>) -> Result<(), StoreError> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    seal_and_insert(conn, records.into_iter().map(|r| (None, r)).collect())
+}
+
+/// Takes the head row's lock (on SQLite, covered by the database write lock of
+/// `BEGIN IMMEDIATE`) and reads it, in one round trip.
+fn lock_head(conn: &mut AnyConnection) -> Result<(i64, String), StoreError> {
+    let lock = diesel::update(journal_head::table.find(1))
+        .set(journal_head::seq.eq(journal_head::seq))
+        .returning((journal_head::seq, journal_head::chain_hash));
+    Ok(match conn {
+        AnyConnection::Postgresql(pg) => lock.get_result(pg)?,
+        AnyConnection::Sqlite(sq) => lock.get_result(sq)?,
+    })
 }
 
 /// Numbers and chains `records` after the head, inserts them and moves the head.
 /// The caller holds the sequencing lock (SQLite's write lock, or the advisory lock).
 fn seal_and_insert(conn: &mut AnyConnection, records: Vec<(Option<i64>, Record)>) -> Result<(), StoreError> {
-    // A write to the head row takes its row lock (and, on SQLite, is covered by the
-    // database write lock of BEGIN IMMEDIATE).
-    diesel::update(journal_head::table.find(1))
-        .set(journal_head::seq.eq(journal_head::seq))
-        .execute(conn)?;
-    let (mut seq, head_hash) = head(conn)?;
+    let (mut seq, head_hash) = lock_head(conn)?;
     let mut prev = if seq == 0 {
         GENESIS
     } else {
@@ -208,58 +192,36 @@ fn seal_and_insert(conn: &mut AnyConnection, records: Vec<(Option<i64>, Record)>
     Ok(())
 }
 
-/// Moves every pending entry into the journal, in batches, each in its own
-/// transaction under the sequencing lock. Returns how many were numbered.
-/// Does nothing on SQLite, where entries are numbered as they are appended.
-pub fn sequence_pending(conn: &mut AnyConnection) -> Result<usize, StoreError> {
-    if !matches!(conn, AnyConnection::Postgresql(_)) {
-        return Ok(0);
-    }
-    let mut total = 0;
-    loop {
-        let n = write_tx(conn, |c| {
-            c.batch_execute(&format!("SELECT pg_advisory_xact_lock({SEQUENCER_LOCK})"))?;
-            let pending: Vec<PendingRow> = journal_pending::table
-                .order(journal_pending::id)
-                .limit(BATCH)
-                .select(PendingRow::as_select())
-                .load(c)?;
-            if pending.is_empty() {
-                return Ok(0);
-            }
-            let records: Vec<(Option<i64>, Record)> = pending
-                .into_iter()
-                .map(|p| {
-                    let (id, r) = p.record();
-                    (Some(id), r)
-                })
-                .collect();
-            let ids: Vec<i64> = records.iter().filter_map(|(id, _)| *id).collect();
-            seal_and_insert(c, records)?;
-            for chunk in ids.chunks(10_000) {
-                diesel::delete(journal_pending::table.filter(journal_pending::id.eq_any(chunk))).execute(c)?;
-            }
-            Ok(ids.len())
-        })?;
-        total += n;
-        if (n as i64) < BATCH {
-            return Ok(total);
+/// Numbers the entries an earlier version of the broker left in `journal_pending`
+/// (written with their change, numbered by a sequencer after the commit), in the order
+/// they were written, and removes them from there. `broker migrate` runs it; this version
+/// never writes to that table. Returns how many were numbered.
+pub fn number_left_pending(conn: &mut AnyConnection) -> Result<usize, StoreError> {
+    crate::tx::write_tx(conn, |c| {
+        let pending: Vec<PendingRow> = journal_pending::table.order(journal_pending::id).select(PendingRow::as_select()).load(c)?;
+        if pending.is_empty() {
+            return Ok(0);
         }
-    }
+        let records: Vec<(Option<i64>, Record)> = pending
+            .into_iter()
+            .map(|p| {
+                let (id, r) = p.record();
+                (Some(id), r)
+            })
+            .collect();
+        let ids: Vec<i64> = records.iter().filter_map(|(id, _)| *id).collect();
+        seal_and_insert(c, records)?;
+        // The table refuses deletions (append-only); a trigger lets through the removal
+        // of rows whose number is in the journal.
+        for chunk in ids.chunks(10_000) {
+            diesel::delete(journal_pending::table.filter(journal_pending::id.eq_any(chunk))).execute(c)?;
+        }
+        Ok(ids.len())
+    })
 }
 
-/// Entries written with their change and not numbered yet (PostgreSQL only).
-/// Entries read from `journal_pending` (with their id) and then from `journal` (with the
-/// `pending_id` each was moved from), each kept once: the numbered ones, then the pending
-/// ones not numbered in between. Read in that order, an entry the sequencer moves
-/// meanwhile is seen at least once, so nothing is missed, in a snapshot or not.
-pub fn once<T>(pending: Vec<(i64, T)>, numbered: Vec<(Option<i64>, T)>) -> Vec<T> {
-    let moved: std::collections::HashSet<i64> = numbered.iter().filter_map(|(p, _)| *p).collect();
-    let mut out: Vec<T> = numbered.into_iter().map(|(_, t)| t).collect();
-    out.extend(pending.into_iter().filter(|(id, _)| !moved.contains(id)).map(|(_, t)| t));
-    out
-}
-
+/// Entries left in `journal_pending` by an earlier version and not numbered yet (see
+/// [`number_left_pending`]).
 pub fn pending_count(conn: &mut AnyConnection) -> Result<i64, StoreError> {
     Ok(journal_pending::table.count().get_result(conn)?)
 }
@@ -293,7 +255,7 @@ pub struct Verification {
     /// Entries checked and found good.
     pub verified: i64,
     pub head_seq: i64,
-    /// Entries written with their change but not numbered yet.
+    /// Entries left unnumbered by an earlier version (see [`number_left_pending`]).
     pub pending: i64,
     pub fault: Option<Fault>,
 }

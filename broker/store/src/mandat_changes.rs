@@ -7,7 +7,7 @@ use crate::journal;
 use crate::mandats::{self, CreatedMandat, NewMandat};
 pub use crate::revocation::{Revocation, Target};
 use crate::revocation::revoke_in;
-use crate::schema::{autorisations, journal as journal_t, journal_pending, usagers};
+use crate::schema::{autorisations, journal as journal_t, usagers};
 use crate::{AnyConnection, Db, StoreError};
 use broker_core::attestation::AttestationContent;
 use broker_core::capability::{AutorisationId, InOrganisation, MandatId, OrganisationId, UsagerId};
@@ -102,31 +102,17 @@ pub struct HistoryLine {
 
 type Line = (i64, String, Option<i64>, Option<i64>, Option<String>, String);
 
-/// What the journal holds about a usager within an organisation, oldest first (entries
-/// not yet numbered included). Each entry is listed once, whether or not the connection
-/// is in a snapshot while the sequencer numbers entries.
+/// What the journal holds about a usager within an organisation, oldest first.
 pub fn history(c: &mut AnyConnection, organisation: OrganisationId, usager: UsagerId) -> Result<Vec<HistoryLine>, StoreError> {
     let (organisation_id, usager_id) = (organisation.get(), usager.get());
-    // Pending entries first, numbered ones second (see `journal::once`).
-    let pending: Vec<(i64, Line)> = journal_pending::table
-        .filter(journal_pending::usager_id.eq(usager_id))
-        .filter(journal_pending::organisation_id.eq(organisation_id))
-        .order(journal_pending::id)
-        .select((
-            journal_pending::id,
-            (journal_pending::at, journal_pending::action, journal_pending::aidant_id, journal_pending::mandat_id, journal_pending::demarche, journal_pending::details),
-        ))
-        .load(c)?;
-    let numbered: Vec<(Option<i64>, (i64, Line))> = journal_t::table
+    let mut rows: Vec<(i64, Line)> = journal_t::table
         .filter(journal_t::usager_id.eq(usager_id))
         .filter(journal_t::organisation_id.eq(organisation_id))
         .order(journal_t::seq)
-        .select((journal_t::pending_id, (journal_t::seq, (journal_t::at, journal_t::action, journal_t::aidant_id, journal_t::mandat_id, journal_t::demarche, journal_t::details))))
+        .select((journal_t::seq, (journal_t::at, journal_t::action, journal_t::aidant_id, journal_t::mandat_id, journal_t::demarche, journal_t::details)))
         .load(c)?;
-    // Ordered by instant, then by number; entries not numbered yet come after the numbered.
-    let pending = pending.into_iter().map(|(id, l)| (id, (i64::MAX / 2 + id, l))).collect();
-    let mut rows = journal::once(pending, numbered);
-    rows.sort_by_key(|(order, l)| (l.0, *order));
+    // Ordered by instant, then by number.
+    rows.sort_by_key(|(seq, l)| (l.0, *seq));
     Ok(rows
         .into_iter()
         .map(|(_, (at, action, aidant_id, mandat_id, demarche, details))| HistoryLine { at: Timestamp::from_micros(at), action, aidant_id, mandat_id, demarche, details })

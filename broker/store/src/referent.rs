@@ -4,7 +4,7 @@
 
 use crate::admin::{find_organisation, Aidant, Organisation};
 use crate::journal;
-use crate::schema::{aidants, journal as journal_t, journal_pending, memberships, organisations, totp_devices, webauthn_credentials};
+use crate::schema::{aidants, journal as journal_t, memberships, organisations, totp_devices, webauthn_credentials};
 use crate::{AnyConnection, Db, StoreError};
 use broker_core::journal::{Action, Entry};
 use broker_core::{validate, Demarche, Timestamp};
@@ -205,17 +205,9 @@ pub fn member(c: &mut AnyConnection, organisation_id: i64, aidant_id: i64) -> Re
     Ok(members(c, organisation_id)?.into_iter().find(|m| m.id == aidant_id))
 }
 
-/// The last sign-in of each aidant, from the journal (numbered and pending entries).
+/// The last sign-in of each aidant, from the journal.
 fn last_logins(c: &mut AnyConnection, ids: &[i64]) -> Result<BTreeMap<i64, Timestamp>, StoreError> {
     let action = Action::AidantLogin.key();
-    // Pending first, numbered second: an entry moved in between is counted (a maximum
-    // does not mind seeing it twice).
-    let pending: Vec<(Option<i64>, Option<i64>)> = journal_pending::table
-        .filter(journal_pending::action.eq(action))
-        .filter(journal_pending::aidant_id.eq_any(ids))
-        .group_by(journal_pending::aidant_id)
-        .select((journal_pending::aidant_id, diesel::dsl::max(journal_pending::at)))
-        .load(c)?;
     let numbered: Vec<(Option<i64>, Option<i64>)> = journal_t::table
         .filter(journal_t::action.eq(action))
         .filter(journal_t::aidant_id.eq_any(ids))
@@ -223,7 +215,7 @@ fn last_logins(c: &mut AnyConnection, ids: &[i64]) -> Result<BTreeMap<i64, Times
         .select((journal_t::aidant_id, diesel::dsl::max(journal_t::at)))
         .load(c)?;
     let mut out = BTreeMap::new();
-    for (a, at) in numbered.into_iter().chain(pending) {
+    for (a, at) in numbered {
         if let (Some(a), Some(at)) = (a, at) {
             let t = Timestamp::from_micros(at);
             out.entry(a).and_modify(|v: &mut Timestamp| *v = (*v).max(t)).or_insert(t);

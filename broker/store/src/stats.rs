@@ -4,7 +4,7 @@
 //! Months are calendar months in Paris time. The rows are read with plain filters and
 //! counted here, so that PostgreSQL and SQLite share the code.
 
-use crate::schema::{autorisations, journal, journal_pending, mandats};
+use crate::schema::{autorisations, journal, mandats};
 use crate::{AnyConnection, StoreError};
 use broker_core::journal::Action;
 use broker_core::{Demarche, Timestamp};
@@ -134,23 +134,15 @@ pub fn organisation_stats(c: &mut AnyConnection, organisation_id: i64, now: Time
         .collect();
 
     let used_key = Action::AutorisationUsed.key();
-    // Pending first, numbered second (see `journal::once`).
-    let pending: Vec<(i64, i64)> = journal_pending::table
-        .filter(journal_pending::organisation_id.eq(organisation_id))
-        .filter(journal_pending::action.eq(used_key))
-        .filter(journal_pending::at.ge(from))
-        .filter(journal_pending::at.lt(until))
-        .select((journal_pending::id, journal_pending::at))
-        .load(c)?;
-    let numbered: Vec<(Option<i64>, i64)> = journal::table
+    let numbered: Vec<i64> = journal::table
         .filter(journal::organisation_id.eq(organisation_id))
         .filter(journal::action.eq(used_key))
         .filter(journal::at.ge(from))
         .filter(journal::at.lt(until))
-        .select((journal::pending_id, journal::at))
+        .select(journal::at)
         .load(c)?;
     let mut used = vec![0i64; list.len()];
-    for at in crate::journal::once(pending, numbered) {
+    for at in numbered {
         used[bucket(at)] += 1;
     }
     Ok(Stats { months: list, created, used })

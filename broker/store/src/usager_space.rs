@@ -4,7 +4,7 @@
 
 use crate::revocation::{revoke_in, Revocation, Target};
 use crate::mandats::{self as mandat_store};
-use crate::schema::{aidants, autorisations, journal as journal_t, journal_pending, mandats, oidc_clients, organisations};
+use crate::schema::{aidants, autorisations, journal as journal_t, mandats, oidc_clients, organisations};
 use crate::{AnyConnection, Db, StoreError};
 use broker_core::capability::{AutorisationId, MandatId, UsagerId};
 use broker_core::journal::Action;
@@ -49,22 +49,14 @@ pub struct Use {
 
 type UseRow = (i64, Option<i64>, Option<i64>, Option<String>, Option<String>);
 
-/// Every use made of the usager's mandats, most recent first (entries not yet numbered
-/// included), each once, in a snapshot or not.
+/// Every use made of the usager's mandats, most recent first.
 pub fn uses_of(c: &mut AnyConnection, usager_id: i64) -> Result<Vec<Use>, StoreError> {
     let action = Action::AutorisationUsed.key();
-    // Pending first, numbered second (see `journal::once`).
-    let pending: Vec<(i64, UseRow)> = journal_pending::table
-        .filter(journal_pending::usager_id.eq(usager_id))
-        .filter(journal_pending::action.eq(action))
-        .select((journal_pending::id, (journal_pending::at, journal_pending::aidant_id, journal_pending::organisation_id, journal_pending::demarche, journal_pending::client_id)))
-        .load(c)?;
-    let numbered: Vec<(Option<i64>, UseRow)> = journal_t::table
+    let rows: Vec<UseRow> = journal_t::table
         .filter(journal_t::usager_id.eq(usager_id))
         .filter(journal_t::action.eq(action))
-        .select((journal_t::pending_id, (journal_t::at, journal_t::aidant_id, journal_t::organisation_id, journal_t::demarche, journal_t::client_id)))
+        .select((journal_t::at, journal_t::aidant_id, journal_t::organisation_id, journal_t::demarche, journal_t::client_id))
         .load(c)?;
-    let rows: Vec<UseRow> = crate::journal::once(pending, numbered);
     let aidant_ids: Vec<i64> = rows.iter().filter_map(|r| r.1).collect();
     let org_ids: Vec<i64> = rows.iter().filter_map(|r| r.2).collect();
     let client_ids: Vec<String> = rows.iter().filter_map(|r| r.4.clone()).collect();

@@ -133,14 +133,12 @@ fn a_signing_key_change_is_journaled_with_its_file_and_not_without_it() {
         })
         .unwrap();
         assert!(written);
-        t.db.flush_journal();
         let rec = broker_testkit::journal(&t.db, |c| journal::page(c, 0, 10)).unwrap().remove(0);
         assert_eq!(rec.action, Action::SigningKeyRotated.key());
         assert_eq!(rec.details, r#"{"alg":"RS256","kid":"k1","operation":"rotate","via":"cli"}"#, "{}", t.name());
 
         let err = admin::journal_signing_key(&t.db, &change, || Err("disque plein".into())).unwrap_err();
         assert!(!err.is_user_error() && err.to_string().contains("disque plein"));
-        t.db.flush_journal();
         assert_eq!(actions(&t).len(), 1, "{}: no entry without its file", t.name());
     }
 }
@@ -185,7 +183,6 @@ fn clients_registered_before_pairwise_subjects_stay_public_and_new_ones_are_pair
         let sec = list.iter().find(|c| c.client_id == s.client_id).unwrap();
         assert_eq!((sec.sector_identifier.as_deref(), sec.act_claim), (Some("demarches.exemple.fr"), true));
         assert_eq!(sec.subject_rule().sector, "demarches.exemple.fr");
-        t.db.flush_journal();
         let recs = broker_testkit::journal(&t.db, |c| journal::page(c, 0, 10)).unwrap();
         assert!(recs.last().unwrap().details.contains(r#""act_claim":true"#) && recs.last().unwrap().details.contains(r#""subject_type":"pairwise""#));
     }

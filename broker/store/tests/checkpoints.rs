@@ -17,7 +17,6 @@ fn append_n(t: &TestDb, n: usize) {
         t.db.write(|c| journal::append(c, &[Entry::new(Action::AidantLogin).aidant(i as i64 + 1).detail("method", "totp")]))
             .unwrap();
     }
-    t.db.flush_journal();
 }
 
 /// Leaf hashes recomputed from the entries' canonical encoding.

@@ -275,3 +275,63 @@ fn uses_of_expired_tokens_are_forgotten_and_recent_ones_still_refuse_a_second_us
         assert_eq!(used_entries(&w.t).len(), 2, "the journal keeps every disclosure");
     }
 }
+
+#[test]
+fn a_batch_with_a_revoked_autorisation_refuses_it_and_serves_the_others() {
+    for t in [TestDb::sqlite(), TestDb::postgres_with_pool(8)] {
+        let w = world(t);
+        let u = usager(&w, "s1", "Hélène", "Dupont");
+        let m = mandat(&w, w.org, u, &[Argent, Social], T0);
+        let (served, refused) = (grant_for(&w, u, &m, 0), grant_for(&w, u, &m, 1));
+        mandats::revoke_autorisation(&w.t.db, refused.acting.autorisation().get(), w.aidant, T0.plus_seconds(10)).unwrap();
+        let before = w.t.db.group_stats();
+        // 32 requests at once: 24 tokens of the active autorisation, 6 of the revoked one,
+        // and one token presented twice.
+        let jobs: Vec<(String, &Grant)> = (0..24)
+            .map(|i| (format!("ok-{i}"), &served))
+            .chain((0..6).map(|i| (format!("revoked-{i}"), &refused)))
+            .chain([("twice".to_owned(), &served), ("twice".to_owned(), &served)])
+            .collect();
+        let barrier = std::sync::Barrier::new(jobs.len());
+        let answers: Vec<(String, &'static str)> = std::thread::scope(|s| {
+            let hs: Vec<_> = jobs
+                .iter()
+                .map(|(hash, g)| {
+                    let (w, barrier) = (&w, &barrier);
+                    s.spawn(move || {
+                        barrier.wait();
+                        let kind = match idp::disclose(&w.t.db, &w.clients, hash, g, T0.plus_seconds(20)).unwrap() {
+                            Disclosure::Identity(found) => {
+                                assert_eq!(found.0.given_name, "Hélène");
+                                "identity"
+                            }
+                            Disclosure::NotActive => "not active",
+                            Disclosure::AlreadyUsed => "already used",
+                            Disclosure::ClientInactive => "client inactive",
+                        };
+                        (hash.clone(), kind)
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let name = w.t.name();
+        for (hash, kind) in &answers {
+            let expected = if hash.starts_with("ok-") { "identity" } else if hash.starts_with("revoked-") { "not active" } else { continue };
+            assert_eq!(*kind, expected, "{name}: {hash}");
+        }
+        let twice: Vec<&str> = answers.iter().filter(|(h, _)| h == "twice").map(|(_, k)| *k).collect();
+        assert!(twice.contains(&"identity") && twice.contains(&"already used"), "{name}: {twice:?}");
+        // One entry per identity disclosed, none for the refusals; the journal verifies.
+        let used = used_entries(&w.t);
+        assert_eq!(used.len(), 25, "{name}");
+        assert!(used.iter().all(|r| r.autorisation == Some(served.acting.autorisation().get())), "{name}");
+        let v = broker_testkit::journal(&w.t.db, journal::verify).unwrap();
+        assert_eq!(v.fault, None, "{name}");
+        // The requests were committed together, not one transaction each.
+        let after = w.t.db.group_stats();
+        let (batches, jobs) = (after.batches - before.batches, after.jobs - before.jobs);
+        assert_eq!(jobs, 32, "{name}");
+        assert!(batches < jobs, "{name}: {batches} transactions for {jobs} disclosures");
+    }
+}

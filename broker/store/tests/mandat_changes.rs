@@ -176,7 +176,6 @@ fn the_history_holds_the_usager_entries_of_one_organisation() {
         );
         assert!(lines.iter().all(|l| l.mandat_id == Some(m) && l.aidant_id == Some(w.aidant)));
         assert!(!lines.iter().any(|l| l.mandat_id == Some(theirs)));
-        w.t.db.flush_journal();
         let again = w.t.db.read(|c| mandat_changes::history(c, OrganisationId(w.org), UsagerId(w.usager))).unwrap();
         assert_eq!(again, lines, "{}", w.t.name());
         let names = w.t.db.read(|c| mandat_changes::usager_names(c, &[w.usager, 999_999])).unwrap();

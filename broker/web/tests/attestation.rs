@@ -269,7 +269,6 @@ async fn the_verification_page_proves_the_entry_against_the_signed_checkpoint() 
         let org = organisation_of(&w);
         let u = usager(&w, "sub-proof");
         let (_, fp) = mandat(&w, org, w.aidant_id, u, &[Demarche::Famille]);
-        w.t.db.flush_journal();
         let mut anonymous = Browser::default();
 
         // Numbered, not yet covered by a checkpoint.

@@ -45,7 +45,6 @@ fn entries(w: &World, org: Option<i64>, n: usize, action: Action) {
             })
             .unwrap();
     }
-    w.t.db.flush_journal();
 }
 
 fn json(page: &common::Page) -> Value {

@@ -133,7 +133,6 @@ async fn the_detail_shows_mandats_autorisations_and_history_and_hides_other_orga
         let m = mandat(&w, org, angela, &[Demarche::Argent, Demarche::Logement], Duree::UnAn);
         let theirs = mandat(&w, other, angela, &[Demarche::Justice], Duree::UnAn);
         let strangers = mandat(&w, other, stranger, &[Demarche::Travail], Duree::UnAn);
-        w.t.db.flush_journal();
         let mut b = sign_in(&w, &app).await;
 
         let page = b.get(&app, &format!("/usagers/{angela}")).await;
@@ -225,7 +224,6 @@ async fn revoking_one_autorisation_needs_confirmation_and_a_fresh_factor_and_pri
         assert_eq!(facts[0].active_demarches(now), vec![Demarche::Logement]);
         assert_eq!(facts[0].status(now), Status::Active);
 
-        w.t.db.flush_journal();
         let entries = journal_actions(&w);
         assert!(entries.iter().any(|e| e.0 == "autorisation_revoked" && e.1 == Some(m)), "{}", w.t.name());
         assert!(!entries.iter().any(|e| e.0 == "mandat_revoked"));
@@ -275,7 +273,6 @@ async fn revoking_a_whole_mandat_revokes_every_active_autorisation() {
         let now = w.clock.now();
         let facts = w.t.db.read(|c| mandats::facts(c, org, angela)).unwrap();
         assert_eq!(facts[0].status(now), Status::Revoked);
-        w.t.db.flush_journal();
         let entries = journal_actions(&w);
         assert_eq!(entries.iter().filter(|e| e.0 == "autorisation_revoked").count(), 3, "{}", w.t.name());
         assert_eq!(entries.iter().filter(|e| e.0 == "mandat_revoked" && e.1 == Some(m)).count(), 1);
@@ -356,7 +353,6 @@ async fn renewing_a_mandat_prefills_summarises_and_creates_the_new_mandat() {
         assert_eq!(new.expires_at, now.plus_days(365));
         // The old mandat keeps only Argent: Logement was superseded by the renewal.
         assert_eq!(facts[0].active_demarches(now), vec![Demarche::Argent]);
-        w.t.db.flush_journal();
         let entries = journal_actions(&w);
         assert!(entries.iter().any(|e| e.0 == "mandat_renewed" && e.1 == Some(new.id)), "{}", w.t.name());
         // The attestation of the new mandat prints.

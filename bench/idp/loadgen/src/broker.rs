@@ -90,7 +90,6 @@ pub fn seed(db: &Db, redirect_uri: &str) -> anyhow::Result<Seeded> {
         .map_err(|e| anyhow::anyhow!("client : {}", e.0))?;
     // The sealing key only serves HS256 clients' secrets: this client is ES256.
     let client = admin::create_client(db, &Sealer::new(&random_bytes::<32>()), &registration).context("client")?;
-    db.flush_journal();
     let by = broker_store::idp::in_organisation(db, AidantId(aidant.id))?.context("aidant sans structure")?;
     let chosen = broker_store::idp::usager_autorisations(db, &by, broker_core::capability::UsagerId(usager_id), now)?
         .into_iter()

@@ -107,7 +107,6 @@ pub(super) fn journal_cmd(cmd: JournalCmd, s: &Settings, json: bool) -> Result<(
         }
         JournalCmd::Prove { command } => {
             let db = open_db(s)?;
-            db.flush_journal();
             let value = match command {
                 ProveCmd::Inclusion { seq, size } => serde_json::to_value(db.read(|c| checkpoints::inclusion(c, seq, size))?),
                 ProveCmd::Consistency { from, to } => serde_json::to_value(db.read(|c| checkpoints::consistency(c, from, to))?),
@@ -287,7 +286,6 @@ pub(super) fn audit_export(path: &PathBuf, cp: &Checkpoint, vkey: &VerifierKey) 
 pub(super) fn audit_live(s: &Settings, cp: &Checkpoint, vkey: &VerifierKey) -> Result<(i64, Option<i64>), Audited> {
     const PAGE: i64 = 10_000;
     let db = open_db(s).map_err(Audited::Error)?;
-    db.flush_journal();
     let result = db.read_snapshot(|c| {
         let mut audit = Audit::new(cp.size);
         let mut after = 0;

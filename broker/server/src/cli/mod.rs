@@ -186,14 +186,13 @@ fn dispatch(cli: Cli, s: &Settings) -> Result<(), Failure> {
         Command::Journal { command: JournalCmd::Verify(_) } => {
             let db = open_db(s)?;
             let started = std::time::Instant::now();
-            db.flush_journal();
             let v = db.read_snapshot(broker_store::journal::verify)?;
             let secs = started.elapsed().as_secs_f64();
             match &v.fault {
                 None => {
                     out(json, json!({ "ok": true, "entries": v.verified, "pending": v.pending, "seconds": secs }), || {
                         let pending = if v.pending > 0 {
-                            format!(" {} entrée(s) en attente de numérotation.", v.pending)
+                            format!(" {} entrée(s) laissée(s) sans numéro par une version antérieure : lancez `broker migrate` pour les numéroter.", v.pending)
                         } else {
                             String::new()
                         };

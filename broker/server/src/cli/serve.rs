@@ -88,7 +88,6 @@ pub(super) fn serve(s: &Settings) -> Result<(), Failure> {
     if !s.assets_dir.join("dsfr.min.css").exists() {
         tracing::warn!(dir = %s.assets_dir.display(), "DSFR assets not found: run `npm ci` (see README)");
     }
-    db.sweep_pending_journal_entries();
     if s.journal_checkpoint_seconds > 0 {
         start_checkpoints(db.clone(), journal_key.clone(), s.journal_checkpoint_seconds);
     }

@@ -120,11 +120,9 @@ pub async fn assertion_finish(state: web::Data<AppState>, session: Session, req:
             return Ok(None);
         };
         keys::mark_used(&st.db, &done.credential_id, done.updated_passkey_json.as_deref(), now)?;
-        st.db.write(|c| {
-            let action = if reauth { Action::Reauthentication } else { Action::AidantLogin };
-            let e = Entry::new(action).aidant(aidant.id).in_organisation(aidant.current_organisation_id).detail("method", "webauthn");
-            journal::append(c, &[e])
-        })?;
+        let action = if reauth { Action::Reauthentication } else { Action::AidantLogin };
+        let e = Entry::new(action).aidant(aidant.id).in_organisation(aidant.current_organisation_id).detail("method", "webauthn");
+        st.db.write_grouped(move |c| journal::append(c, &[e]))?;
         Ok(Some(aidant.id))
     })
     .await;

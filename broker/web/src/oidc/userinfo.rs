@@ -8,10 +8,14 @@ use crate::AppState;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse};
 use broker_core::client::UserinfoFormat;
-use broker_core::oidc::claims::{userinfo_claims, userinfo_jwt, Scope};
+use broker_core::oidc::claims::{userinfo_claims, userinfo_jwt};
 use broker_core::oidc::error::{ErrorCode, OAuthError};
 use broker_store::idp::{self, Disclosure};
+use broker_core::oidc::grant::Grant;
+use broker_core::Timestamp;
+use broker_store::admin::Client;
 use broker_store::oidc_state::{token_hash, GrantStore};
+use std::sync::Arc;
 
 fn bearer(req: &HttpRequest) -> Option<String> {
     let h = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
@@ -49,45 +53,65 @@ pub async fn userinfo(req: HttpRequest, state: web::Data<AppState>) -> HttpRespo
     let Some(token) = bearer(&req) else {
         return unauthorized(None, "");
     };
-    let st = state.clone();
-    match web::block(move || answer(&st, &token)).await {
-        Ok(Ok(Answer::Json(v))) => no_store(HttpResponse::Ok()).json(v),
-        Ok(Ok(Answer::Jwt(jwt))) => no_store(HttpResponse::Ok()).content_type("application/jwt").body(jwt),
-        Ok(Ok(Answer::Refused(why))) => unauthorized(Some("invalid_token"), why),
-        Ok(Err(e)) => super::json_error(&e),
-        Err(e) => super::json_error(&OAuthError::internal(e)),
+    match answer(&state, token).await {
+        Ok(Answer::Json(v)) => no_store(HttpResponse::Ok()).json(v),
+        Ok(Answer::Jwt(jwt)) => no_store(HttpResponse::Ok()).content_type("application/jwt").body(jwt),
+        Ok(Answer::Refused(why)) => unauthorized(Some("invalid_token"), why),
+        Err(e) => super::json_error(&e),
     }
 }
 
-fn answer(state: &AppState, token: &str) -> Result<Answer, OAuthError> {
-    let now = state.clock.now();
+/// What is known of a token before it is spent.
+struct Presented {
+    grant: Grant,
+    client: Arc<Client>,
+    sub: String,
+    act: Option<serde_json::Value>,
+}
+
+/// Reads the token and its client, and works out what this client is told about who.
+fn presented(state: &AppState, token: &str, now: Timestamp) -> Result<Result<Presented, Answer>, OAuthError> {
     let grants = GrantStore::new(state.cache.as_ref());
     let Some(issued) = grants.token(token, now).map_err(OAuthError::internal)? else {
-        return Ok(Answer::Refused("Jeton inconnu, expiré ou révoqué."));
+        return Ok(Err(Answer::Refused("Jeton inconnu, expiré ou révoqué.")));
     };
     let grant = issued.value;
-    // What this client is told about who, worked out before the token is spent.
-    let Some(registered) = state.clients.get(&state.db, &grant.client_id).map_err(OAuthError::internal)? else {
-        return Ok(Answer::Refused("Ce service en ligne n'est plus autorisé."));
+    let Some(client) = state.clients.get(&state.db, &grant.client_id).map_err(OAuthError::internal)? else {
+        return Ok(Err(Answer::Refused("Ce service en ligne n'est plus autorisé.")));
     };
-    let (sub, act) = subject_and_act(state, &registered, &grant.usager_sub, grant.acting.aidant().get(), grant.acting.organisation().get())?;
-    let hash = token_hash(token);
-    let (identity, client) = match idp::disclose(&state.db, &state.clients, &hash, &grant, now).map_err(OAuthError::internal)? {
+    let (sub, act) = subject_and_act(state, &client, &grant.usager_sub, grant.acting.aidant().get(), grant.acting.organisation().get())?;
+    Ok(Ok(Presented { grant, client, sub, act }))
+}
+
+async fn answer(state: &web::Data<AppState>, token: String) -> Result<Answer, OAuthError> {
+    let now = state.clock.now();
+    let (st, t) = (state.clone(), token.clone());
+    let p = match web::block(move || presented(&st, &t, now)).await.map_err(OAuthError::internal)?? {
+        Ok(p) => p,
+        Err(refused) => return Ok(refused),
+    };
+    let hash = token_hash(&token);
+    // Committed by the group writer with other disclosures; the task awaits, no thread waits.
+    let (identity, client) = match idp::disclose_async(&state.db, Some(p.client), &hash, &p.grant, now).await.map_err(OAuthError::internal)? {
         Disclosure::Identity(found) => {
             let (identity, client) = *found;
             (identity, Registered::new(client))
         }
         Disclosure::ClientInactive => return Ok(Answer::Refused("Ce service en ligne n'est plus autorisé.")),
         Disclosure::NotActive => {
-            grants.revoke_token(token).map_err(OAuthError::internal)?;
+            let st = state.clone();
+            web::block(move || GrantStore::new(st.cache.as_ref()).revoke_token(&token))
+                .await
+                .map_err(OAuthError::internal)?
+                .map_err(OAuthError::internal)?;
             return Ok(Answer::Refused("Le mandat ne couvre plus cette démarche."));
         }
         Disclosure::AlreadyUsed => return Ok(Answer::Refused("Ce jeton a déjà servi.")),
     };
     // The token has served: its row in the database refuses any other use.
-    let scopes: &[Scope] = &grant.scopes;
-    let mut claims = userinfo_claims(&sub, &identity, &scopes);
-    broker_core::oidc::subject::insert_act(&mut claims, act);
+    let grant = p.grant;
+    let mut claims = userinfo_claims(&p.sub, &identity, &grant.scopes);
+    broker_core::oidc::subject::insert_act(&mut claims, p.act);
     match UserinfoFormat::parse(&client.client.userinfo_format) {
         Ok(UserinfoFormat::Jwt) => {
             let secret = hs256_secret(state, &client.client)?;

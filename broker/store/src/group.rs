@@ -1,0 +1,215 @@
+//! Group commit: requests that must commit a journaled change before they answer hand it
+//! to the process's writer thread, which commits many of them in one transaction.
+//!
+//! The writer takes every job waiting (at most [`MAX_JOBS`]), runs them in one write
+//! transaction and commits once: the journal entries of the whole batch are numbered
+//! together under the head lock, in one multi-row insert, and the commit's synchronous
+//! flush is paid once for the batch. While it commits, the next jobs queue, so a batch
+//! grows with the load and a lone request is committed at once.
+//!
+//! Each job gets its own answer:
+//! - [`Job::Run`] runs in a savepoint: its error undoes its own work and entries only;
+//! - disclosures are checked and marked with multi-row statements
+//!   ([`crate::disclosure::disclose_all`]): a refused one is answered as refused, the others go on;
+//! - if the transaction itself fails (the database went away, the commit failed), every
+//!   job of the batch gets an error: no job is ever answered as done without its entries.
+
+use crate::conn::{Pool, PooledConnection};
+use crate::disclosure::{DiscloseRequest, Disclosed};
+use crate::{AnyConnection, StoreError};
+use std::any::Any;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+/// Jobs committed in one transaction, at most.
+pub const MAX_JOBS: usize = 256;
+/// Jobs run in savepoints per transaction, at most (PostgreSQL keeps a transaction's
+/// first 64 subtransactions in shared memory; more would slow every reader).
+const MAX_SAVEPOINTS: usize = 48;
+
+pub(crate) type Output = Result<Box<dyn Any + Send>, StoreError>;
+pub(crate) type Work = Box<dyn FnOnce(&mut AnyConnection) -> Output + Send>;
+
+/// Where a job's answer goes: a thread that waits, or a task that awaits.
+pub(crate) enum Reply<T> {
+    Wait(mpsc::SyncSender<T>),
+    Notify(tokio::sync::oneshot::Sender<T>),
+}
+
+impl<T> Reply<T> {
+    fn send(self, v: T) {
+        // The requester may have gone (a closed connection): its answer is dropped, the
+        // work is committed all the same.
+        match self {
+            Reply::Wait(s) => drop(s.send(v)),
+            Reply::Notify(s) => drop(s.send(v)),
+        }
+    }
+}
+
+pub(crate) enum Job {
+    /// Any write, run in a savepoint of the batch's transaction.
+    Run(Work, Reply<Output>),
+    /// An identity disclosure at `/userinfo`.
+    Disclose(DiscloseRequest, Reply<Result<Disclosed, StoreError>>),
+}
+
+/// What the writer has committed since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GroupStats {
+    /// Transactions committed (or failed).
+    pub batches: u64,
+    /// Jobs answered.
+    pub jobs: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    batches: AtomicU64,
+    jobs: AtomicU64,
+}
+
+/// The writer thread and the queue to it. When the last handle goes, the thread commits
+/// what is queued and stops.
+pub(crate) struct Writer {
+    queue: Mutex<Option<mpsc::Sender<Job>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    counters: Arc<Counters>,
+}
+
+impl Writer {
+    pub(crate) fn start(pool: Pool, breaker: Arc<crate::breaker::Breaker>) -> Self {
+        let (tx, rx) = mpsc::channel();
+        let counters = Arc::new(Counters::default());
+        let counting = counters.clone();
+        let thread = std::thread::Builder::new()
+            .name("group-commit".into())
+            .spawn(move || run(rx, pool, breaker, &counting))
+            .expect("spawn the group-commit writer");
+        Self { queue: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)), counters }
+    }
+
+    pub(crate) fn stats(&self) -> GroupStats {
+        GroupStats { batches: self.counters.batches.load(Ordering::Relaxed), jobs: self.counters.jobs.load(Ordering::Relaxed) }
+    }
+
+    pub(crate) fn submit(&self, job: Job) {
+        let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        match queue.as_ref() {
+            Some(q) => {
+                if let Err(mpsc::SendError(job)) = q.send(job) {
+                    refuse(job, "le service s'arrête");
+                }
+            }
+            None => refuse(job, "le service s'arrête"),
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn refuse(job: Job, why: &str) {
+    let e = || StoreError::Unavailable(why.to_owned());
+    match job {
+        Job::Run(_, reply) => reply.send(Err(e())),
+        Job::Disclose(_, reply) => reply.send(Err(e())),
+    }
+}
+
+fn run(rx: mpsc::Receiver<Job>, pool: Pool, breaker: Arc<crate::breaker::Breaker>, counters: &Counters) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        let mut savepoints = usize::from(matches!(jobs[0], Job::Run(..)));
+        while jobs.len() < MAX_JOBS && savepoints < MAX_SAVEPOINTS {
+            match rx.try_recv() {
+                Ok(job) => {
+                    savepoints += usize::from(matches!(job, Job::Run(..)));
+                    jobs.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let n = jobs.len() as u64;
+        commit_batch(jobs, &pool, &breaker);
+        counters.batches.fetch_add(1, Ordering::Relaxed);
+        counters.jobs.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+fn connection(pool: &Pool, breaker: &crate::breaker::Breaker) -> Result<PooledConnection, StoreError> {
+    if breaker.is_open() {
+        return Err(StoreError::Unavailable("base de données injoignable (nouvel essai dans un instant)".into()));
+    }
+    match pool.get_timeout(crate::db::CONNECTION_WAIT) {
+        Ok(c) => {
+            breaker.close();
+            Ok(c)
+        }
+        Err(e) => {
+            breaker.trip();
+            Err(StoreError::Unavailable(e.to_string()))
+        }
+    }
+}
+
+/// Runs `jobs` in one write transaction and answers each.
+fn commit_batch(jobs: Vec<Job>, pool: &Pool, breaker: &crate::breaker::Breaker) {
+    let mut works = Vec::new();
+    let mut run_replies = Vec::new();
+    let mut requests = Vec::new();
+    let mut disclose_replies = Vec::new();
+    for job in jobs {
+        match job {
+            Job::Run(w, r) => {
+                works.push(w);
+                run_replies.push(r);
+            }
+            Job::Disclose(d, r) => {
+                requests.push(d);
+                disclose_replies.push(r);
+            }
+        }
+    }
+    let out = connection(pool, breaker).and_then(|mut c| {
+        let out = crate::tx::write_tx(&mut c, |c| {
+            let mut ran = Vec::with_capacity(works.len());
+            for w in works {
+                ran.push(crate::tx::savepoint(c, w)?);
+            }
+            let disclosed = crate::disclosure::disclose_all(c, &requests)?;
+            Ok((ran, disclosed))
+        });
+        if crate::db::lost_connection(&out) {
+            breaker.trip();
+        }
+        out
+    });
+    match out {
+        Ok((ran, disclosed)) => {
+            for (r, v) in run_replies.into_iter().zip(ran) {
+                r.send(v);
+            }
+            for (r, v) in disclose_replies.into_iter().zip(disclosed) {
+                r.send(Ok(v));
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, jobs = run_replies.len() + disclose_replies.len(), "group commit failed");
+            let failed = || StoreError::Unavailable(format!("écriture non enregistrée : {e}"));
+            for r in run_replies {
+                r.send(Err(failed()));
+            }
+            for r in disclose_replies {
+                r.send(Err(failed()));
+            }
+        }
+    }
+}
