@@ -3,8 +3,8 @@
 //! 1. Appends/s from 32 concurrent writers on PostgreSQL, one entry per request, next to
 //!    plain single-row INSERT transactions from 32 writers on the same database, and
 //!    their ratio; also one writer alone for each. Two ways to append: through the group
-//!    writer (`Db::write_grouped`, many requests per transaction, as journaled requests
-//!    do) and in a transaction of its own (`Db::write`).
+//!    writer (`Db::append_grouped`, many requests per transaction, as sign-ins do) and in
+//!    a transaction of its own (`Db::write`).
 //! 2. `journal verify` speed over a large journal, on PostgreSQL and SQLite; then, on
 //!    the same journal, the cost of a signed checkpoint (RFC 6962 root over every leaf
 //!    + Ed25519 signature + storage) and of the stand-alone verifier over its export
@@ -59,8 +59,7 @@ fn journal_append(db: &Db, i: u64) {
 }
 
 fn journal_append_grouped(db: &Db, i: u64) {
-    db.write_grouped(move |c| journal::append(c, &[Entry::new(Action::AidantLogin).aidant(i as i64).detail("method", "totp")]))
-        .unwrap();
+    db.append_grouped(vec![Entry::new(Action::AidantLogin).aidant(i as i64).detail("method", "totp")]).unwrap();
 }
 
 fn append_throughput() {

@@ -1,5 +1,6 @@
-//! Appends journal entries from several threads of one process, each append in its own
-//! transaction. Used by the multi-process tests and the benchmark:
+//! Appends journal entries from several threads of one process: even threads each append
+//! in a transaction of its own, odd threads through the group writer. Used by the
+//! multi-process tests:
 //! `journal_writer DATABASE_URL THREADS APPENDS_PER_THREAD`.
 
 use broker_core::journal::{Action, Entry};
@@ -20,13 +21,12 @@ fn main() {
             let db = db.clone();
             s.spawn(move || {
                 for i in 0..appends {
-                    db.write(|c| {
-                        journal::append(
-                            c,
-                            &[Entry::new(Action::JournalExported).detail("pid", pid).detail("thread", t).detail("i", i)],
-                        )
-                    })
-                    .expect("append");
+                    let e = Entry::new(Action::JournalExported).detail("pid", pid).detail("thread", t).detail("i", i);
+                    if t % 2 == 0 {
+                        db.write(|c| journal::append(c, &[e])).expect("append");
+                    } else {
+                        db.append_grouped(vec![e]).expect("grouped append");
+                    }
                 }
             });
         }

@@ -135,6 +135,14 @@ impl Db {
         unbox(rx.recv().unwrap_or_else(|_| Err(stopped())))
     }
 
+    /// Appends journal entries that record no other change (a sign-in), committed by the
+    /// group writer with other requests' writes; returns once they are committed.
+    pub fn append_grouped(&self, entries: Vec<broker_core::journal::Entry>) -> Result<(), StoreError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.writer.submit(Job::Append(entries, Reply::Wait(tx)));
+        rx.recv().unwrap_or_else(|_| Err(stopped()))
+    }
+
     /// [`Db::write_grouped`] for a task: awaits the commit instead of blocking a thread.
     pub async fn write_grouped_async<T: Send + 'static>(
         &self,

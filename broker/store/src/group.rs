@@ -9,6 +9,7 @@
 //!
 //! Each job gets its own answer:
 //! - [`Job::Run`] runs in a savepoint: its error undoes its own work and entries only;
+//! - [`Job::Append`] only adds journal entries: no statement of its own;
 //! - disclosures are checked and marked with multi-row statements
 //!   ([`crate::disclosure::disclose_all`]): a refused one is answered as refused, the others go on;
 //! - if the transaction itself fails (the database went away, the commit failed), every
@@ -17,6 +18,7 @@
 use crate::conn::{Pool, PooledConnection};
 use crate::disclosure::{DiscloseRequest, Disclosed};
 use crate::{AnyConnection, StoreError};
+use broker_core::journal::Entry;
 use std::any::Any;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -51,6 +53,8 @@ impl<T> Reply<T> {
 pub(crate) enum Job {
     /// Any write, run in a savepoint of the batch's transaction.
     Run(Work, Reply<Output>),
+    /// Journal entries alone (a sign-in): nothing can fail on its own, no savepoint.
+    Append(Vec<Entry>, Reply<Result<(), StoreError>>),
     /// An identity disclosure at `/userinfo`.
     Disclose(DiscloseRequest, Reply<Result<Disclosed, StoreError>>),
 }
@@ -120,6 +124,7 @@ fn refuse(job: Job, why: &str) {
     let e = || StoreError::Unavailable(why.to_owned());
     match job {
         Job::Run(_, reply) => reply.send(Err(e())),
+        Job::Append(_, reply) => reply.send(Err(e())),
         Job::Disclose(_, reply) => reply.send(Err(e())),
     }
 }
@@ -164,6 +169,8 @@ fn connection(pool: &Pool, breaker: &crate::breaker::Breaker) -> Result<PooledCo
 fn commit_batch(jobs: Vec<Job>, pool: &Pool, breaker: &crate::breaker::Breaker) {
     let mut works = Vec::new();
     let mut run_replies = Vec::new();
+    let mut entries = Vec::new();
+    let mut append_replies = Vec::new();
     let mut requests = Vec::new();
     let mut disclose_replies = Vec::new();
     for job in jobs {
@@ -171,6 +178,10 @@ fn commit_batch(jobs: Vec<Job>, pool: &Pool, breaker: &crate::breaker::Breaker) 
             Job::Run(w, r) => {
                 works.push(w);
                 run_replies.push(r);
+            }
+            Job::Append(e, r) => {
+                entries.extend(e);
+                append_replies.push(r);
             }
             Job::Disclose(d, r) => {
                 requests.push(d);
@@ -184,6 +195,7 @@ fn commit_batch(jobs: Vec<Job>, pool: &Pool, breaker: &crate::breaker::Breaker) 
             for w in works {
                 ran.push(crate::tx::savepoint(c, w)?);
             }
+            crate::journal::append(c, &entries)?;
             let disclosed = crate::disclosure::disclose_all(c, &requests)?;
             Ok((ran, disclosed))
         });
@@ -197,14 +209,20 @@ fn commit_batch(jobs: Vec<Job>, pool: &Pool, breaker: &crate::breaker::Breaker) 
             for (r, v) in run_replies.into_iter().zip(ran) {
                 r.send(v);
             }
+            for r in append_replies {
+                r.send(Ok(()));
+            }
             for (r, v) in disclose_replies.into_iter().zip(disclosed) {
                 r.send(Ok(v));
             }
         }
         Err(e) => {
-            tracing::error!(error = %e, jobs = run_replies.len() + disclose_replies.len(), "group commit failed");
+            tracing::error!(error = %e, jobs = run_replies.len() + append_replies.len() + disclose_replies.len(), "group commit failed");
             let failed = || StoreError::Unavailable(format!("écriture non enregistrée : {e}"));
             for r in run_replies {
+                r.send(Err(failed()));
+            }
+            for r in append_replies {
                 r.send(Err(failed()));
             }
             for r in disclose_replies {

@@ -272,7 +272,7 @@ pub struct ReauthForm {
 fn journal_totp(st: &AppState, action: Action, aidant: &Aidant, device: i64) -> Result<(), StoreError> {
     let e = Entry::new(action).aidant(aidant.id).in_organisation(aidant.current_organisation_id).detail("method", "totp").detail("device", device);
     // Sign-ins come in numbers at the start of the day: committed with others'.
-    st.db.write_grouped(move |c| journal::append(c, &[e]))
+    st.db.append_grouped(vec![e])
 }
 
 /// Checks the TOTP `code` of the aidant re-authenticating from `ip`: a success is

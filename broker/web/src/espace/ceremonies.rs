@@ -10,7 +10,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use broker_core::journal::{Action, Entry};
 use broker_core::secret::{constant_time_eq, random_bytes};
-use broker_store::{auth, journal, webauthn as keys, StoreError};
+use broker_store::{auth, webauthn as keys, StoreError};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -122,7 +122,7 @@ pub async fn assertion_finish(state: web::Data<AppState>, session: Session, req:
         keys::mark_used(&st.db, &done.credential_id, done.updated_passkey_json.as_deref(), now)?;
         let action = if reauth { Action::Reauthentication } else { Action::AidantLogin };
         let e = Entry::new(action).aidant(aidant.id).in_organisation(aidant.current_organisation_id).detail("method", "webauthn");
-        st.db.write_grouped(move |c| journal::append(c, &[e]))?;
+        st.db.append_grouped(vec![e])?;
         Ok(Some(aidant.id))
     })
     .await;
