@@ -25,6 +25,7 @@ pub mod seal;
 pub mod second_factors;
 mod sequencer;
 pub mod stats;
+pub mod tiles;
 pub mod tx;
 pub mod usager_space;
 pub mod webauthn;
