@@ -13,7 +13,7 @@ use crate::checkpoints::{for_each_leaf_between, leaf_range};
 use crate::schema::journal_tiles;
 use crate::tx::write_tx;
 use crate::{AnyConnection, StoreError};
-use broker_core::merkle::sourced::{self, NodeSource, SourcedError, TileReader, Tiled};
+use broker_core::merkle::sourced::{self, SourcedError, TileReader, Tiled};
 use broker_core::merkle::tile::{self, full_tiles, TileId, MAX_LEVEL, TILE_WIDTH};
 use broker_core::merkle::{Hash, RootBuilder};
 use diesel::prelude::*;
@@ -243,11 +243,6 @@ pub fn inclusion_proof(conn: &mut AnyConnection, index: u64, size: u64) -> Resul
 /// the tiles.
 pub fn consistency_proof(conn: &mut AnyConnection, old_size: u64, size: u64) -> Result<Vec<Hash>, StoreError> {
     sourced::consistency_proof_of(&mut Tiled::new(DbTiles::new(conn), size), old_size, size).map_err(source_error)
-}
-
-/// Hash of the complete subtree `(height, index)`, from the tiles of the tree of `size`.
-pub fn node(conn: &mut AnyConnection, size: u64, height: u32, index: u64) -> Result<Hash, StoreError> {
-    Tiled::new(DbTiles::new(conn), size).node(height, index)
 }
 
 /// The body of `tile` (its hashes, 32 bytes each) as published: a full tile once stored,

@@ -84,7 +84,7 @@ pub trait TileReader {
     fn tile(&mut self, tile: TileId) -> Result<Option<&[Hash]>, Self::Error>;
     /// Hash of the complete subtree `(height, index)` computed from its leaves: the slow
     /// path, when the tiles are missing.
-    fn from_leaves(&mut self, height: u32, index: u64) -> Result<Hash, Self::Error>;
+    fn leaves_root(&mut self, height: u32, index: u64) -> Result<Hash, Self::Error>;
 }
 
 impl<T: TileReader + ?Sized> TileReader for &mut T {
@@ -94,8 +94,8 @@ impl<T: TileReader + ?Sized> TileReader for &mut T {
         (**self).tile(tile)
     }
 
-    fn from_leaves(&mut self, height: u32, index: u64) -> Result<Hash, Self::Error> {
-        (**self).from_leaves(height, index)
+    fn leaves_root(&mut self, height: u32, index: u64) -> Result<Hash, Self::Error> {
+        (**self).leaves_root(height, index)
     }
 }
 
@@ -112,7 +112,7 @@ impl<R: TileReader> Tiled<R> {
     }
 
     /// The node from the tile that holds its hashes of level `8·L` below it, if any.
-    fn from_tile(&mut self, height: u32, index: u64) -> Result<Option<Hash>, R::Error> {
+    fn node_in_tile(&mut self, height: u32, index: u64) -> Result<Option<Hash>, R::Error> {
         let level = height / TILE_HEIGHT;
         let below = height % TILE_HEIGHT;
         let Ok(level) = u8::try_from(level) else { return Ok(None) };
@@ -128,9 +128,9 @@ impl<R: TileReader> NodeSource for Tiled<R> {
     type Error = R::Error;
 
     fn node(&mut self, height: u32, index: u64) -> Result<Hash, R::Error> {
-        match self.from_tile(height, index)? {
+        match self.node_in_tile(height, index)? {
             Some(h) => Ok(h),
-            None => self.reader.from_leaves(height, index),
+            None => self.reader.leaves_root(height, index),
         }
     }
 }

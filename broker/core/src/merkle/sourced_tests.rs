@@ -63,7 +63,7 @@ impl TileReader for Memory<'_> {
         }
     }
 
-    fn from_leaves(&mut self, height: u32, index: u64) -> Result<Hash, Infallible> {
+    fn leaves_root(&mut self, height: u32, index: u64) -> Result<Hash, Infallible> {
         self.leaf_reads += 1;
         let (lo, hi) = (index << height, (index + 1) << height);
         Ok(root(&self.leaves[lo as usize..hi as usize]))

@@ -79,7 +79,7 @@ impl TileId {
         let start = u128::from(index) * u128::from(TILE_WIDTH);
         let len = u128::from(level_len(level, size));
         let width = len.checked_sub(start)?.min(u128::from(TILE_WIDTH));
-        (width > 0 && level <= MAX_LEVEL).then(|| Self { level, index, width: width as u16 })
+        (width > 0 && level <= MAX_LEVEL).then_some(Self { level, index, width: width as u16 })
     }
 
     pub fn is_full(&self) -> bool {
@@ -177,7 +177,7 @@ pub fn to_bytes(hashes: &[Hash]) -> Vec<u8> {
 
 /// Splits a tile body into hashes; `None` unless its length is a multiple of 32.
 pub fn from_bytes(bytes: &[u8]) -> Option<Vec<Hash>> {
-    if bytes.len() % 32 != 0 {
+    if !bytes.len().is_multiple_of(32) {
         return None;
     }
     bytes.chunks_exact(32).map(|c| c.try_into().ok()).collect()
