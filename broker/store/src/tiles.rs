@@ -95,7 +95,7 @@ fn stored(conn: &mut AnyConnection, level: u8, index: u64) -> Result<Option<Vec<
 
 /// Stores the full tiles made of `hashes` (a multiple of 256 hashes of tree level
 /// `8·level`), the first being tile `first_index`. A tile already stored (by a
-/// concurrent [`catch_up`]) is left as it is. Returns how many tiles were given.
+/// concurrent [`catch_up`]) is left as it is. Returns how many tiles were stored.
 fn insert(conn: &mut AnyConnection, level: u8, first_index: u64, hashes: &[Hash]) -> Result<usize, StoreError> {
     let rows: Vec<Row> = tile::full_tiles_of(hashes)
         .enumerate()
@@ -106,15 +106,16 @@ fn insert(conn: &mut AnyConnection, level: u8, first_index: u64, hashes: &[Hash]
             root: root.to_vec(),
         })
         .collect();
+    let mut stored = 0;
     for row in &rows {
-        match conn {
+        stored += match conn {
             AnyConnection::Postgresql(c) => {
                 diesel::insert_into(journal_tiles::table).values(row).on_conflict_do_nothing().execute(c)?
             }
             AnyConnection::Sqlite(c) => diesel::insert_into(journal_tiles::table).values(row).on_conflict_do_nothing().execute(c)?,
         };
     }
-    Ok(rows.len())
+    Ok(stored)
 }
 
 /// Builds and stores full tiles `first..first + count` of `level` from the level below.
@@ -163,7 +164,7 @@ pub fn catch_up(conn: &mut AnyConnection) -> Result<usize, StoreError> {
             let count = (target - next).min(CATCH_UP_TILES);
             let made = write_tx(conn, |c| build(c, level, next, count))?;
             let Some(made) = made else {
-                return Err(inconsistent(format!("tuiles du niveau {} manquantes", level - 1)));
+                return Err(inconsistent(format!("tuiles du niveau {} manquantes", level.saturating_sub(1))));
             };
             built += made;
         }
