@@ -5,7 +5,8 @@
 //! sequence order. A checkpoint is made of the current numbered tree (on PostgreSQL after
 //! the pending entries are numbered), stored once per size in `journal_checkpoints`, and
 //! journaled as `journal_checkpoint` (details: size and root in hex). Its own entry is
-//! covered by the next checkpoint.
+//! covered by the next checkpoint. Roots and proofs are computed from the stored tiles
+//! ([`crate::tiles`]): O(log n) rows, not every leaf hash.
 
 use crate::journal as entries;
 use crate::tiles;
