@@ -9,6 +9,13 @@
 //! O(n) hashing and O(log n) memory, with no recursion. Verification follows the
 //! algorithms of RFC 9162 §2.1.3.2 (inclusion) and §2.1.4.2 (consistency), after
 //! checking that the proof has exactly the length the tree sizes call for.
+//!
+//! [`tile`] lays the tree out in tiles (C2SP tlog-tiles), and [`sourced`] computes roots
+//! and proofs from the hashes of complete subtrees, read from such tiles, in O(log n)
+//! lookups.
+
+pub mod sourced;
+pub mod tile;
 
 use sha2::{Digest, Sha256};
 
@@ -152,6 +159,61 @@ fn slice(leaves: &[Hash], lo: u64, hi: u64) -> &[Hash] {
     &leaves[lo as usize..hi as usize]
 }
 
+/// The subtrees `[lo, hi)` whose hashes form the audit path PATH(index, D[n]) of
+/// RFC 6962 §2.1.1, from the leaf up. `index < n`.
+pub(crate) fn inclusion_ranges(index: u64, n: u64) -> Vec<(u64, u64)> {
+    debug_assert!(index < n);
+    let mut ranges = Vec::new();
+    let (mut lo, mut hi) = (0u64, n);
+    while hi - lo > 1 {
+        let k = split(hi - lo);
+        if index < lo + k {
+            ranges.push((lo + k, hi));
+            hi = lo + k;
+        } else {
+            ranges.push((lo, lo + k));
+            lo += k;
+        }
+    }
+    ranges.reverse();
+    ranges
+}
+
+/// The subtrees `[lo, hi)` whose hashes form the consistency proof PROOF(old_size, D[n])
+/// of RFC 6962 §2.1.2 / RFC 9162 §2.1.4.1, in proof order. Empty when `old_size` is 0 or
+/// `n`. `old_size <= n`.
+pub(crate) fn consistency_ranges(old_size: u64, n: u64) -> Vec<(u64, u64)> {
+    debug_assert!(old_size <= n);
+    let mut ranges = Vec::new();
+    if old_size == 0 || old_size == n {
+        return ranges;
+    }
+    // SUBPROOF(m, D[lo:hi], b), unrolled: each level appends its sibling after
+    // the deeper part, so siblings are collected top-down and reversed.
+    let (mut lo, mut hi, mut m, mut b) = (0u64, n, old_size, true);
+    loop {
+        let size = hi - lo;
+        if m == size {
+            if !b {
+                ranges.push((lo, hi));
+            }
+            break;
+        }
+        let k = split(size);
+        if m <= k {
+            ranges.push((lo + k, hi));
+            hi = lo + k;
+        } else {
+            ranges.push((lo, lo + k));
+            lo += k;
+            m -= k;
+            b = false;
+        }
+    }
+    ranges.reverse();
+    ranges
+}
+
 /// Audit path PATH(index, D[n]) of RFC 6962 §2.1.1, from the leaf up.
 ///
 /// # Panics
@@ -159,20 +221,7 @@ fn slice(leaves: &[Hash], lo: u64, hi: u64) -> &[Hash] {
 pub fn inclusion_proof(leaves: &[Hash], index: u64) -> Vec<Hash> {
     let n = leaves.len() as u64;
     assert!(index < n, "leaf index {index} outside a tree of size {n}");
-    let mut proof = Vec::new();
-    let (mut lo, mut hi) = (0u64, n);
-    while hi - lo > 1 {
-        let k = split(hi - lo);
-        if index < lo + k {
-            proof.push(root(slice(leaves, lo + k, hi)));
-            hi = lo + k;
-        } else {
-            proof.push(root(slice(leaves, lo, lo + k)));
-            lo += k;
-        }
-    }
-    proof.reverse();
-    proof
+    inclusion_ranges(index, n).into_iter().map(|(lo, hi)| root(slice(leaves, lo, hi))).collect()
 }
 
 /// Consistency proof PROOF(old_size, D[n]) of RFC 6962 §2.1.2 / RFC 9162 §2.1.4.1.
@@ -186,34 +235,7 @@ pub fn consistency_proof(leaves: &[Hash], old_size: u64) -> Vec<Hash> {
         old_size <= n,
         "old size {old_size} larger than the tree size {n}"
     );
-    let mut proof = Vec::new();
-    if old_size == 0 || old_size == n {
-        return proof;
-    }
-    // SUBPROOF(m, D[lo:hi], b), unrolled: each level appends its sibling after
-    // the deeper part, so siblings are collected top-down and reversed.
-    let (mut lo, mut hi, mut m, mut b) = (0u64, n, old_size, true);
-    loop {
-        let size = hi - lo;
-        if m == size {
-            if !b {
-                proof.push(root(slice(leaves, lo, hi)));
-            }
-            break;
-        }
-        let k = split(size);
-        if m <= k {
-            proof.push(root(slice(leaves, lo + k, hi)));
-            hi = lo + k;
-        } else {
-            proof.push(root(slice(leaves, lo, lo + k)));
-            lo += k;
-            m -= k;
-            b = false;
-        }
-    }
-    proof.reverse();
-    proof
+    consistency_ranges(old_size, n).into_iter().map(|(lo, hi)| root(slice(leaves, lo, hi))).collect()
 }
 
 /// Number of hashes in an audit path for `index` in a tree of `tree_size`.

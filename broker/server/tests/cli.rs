@@ -555,3 +555,37 @@ fn the_cli_revokes_with_the_same_journal_entries_as_the_pages() {
         assert_eq!(cli.json(&["journal", "verify"])["ok"], true, "{name}");
     }
 }
+
+#[test]
+fn migrate_builds_missing_journal_tiles_and_verify_reports_a_changed_tile() {
+    use broker_core::journal::{Action, Entry};
+    use diesel::connection::SimpleConnection;
+    for cli in Cli::both() {
+        let name = cli.name();
+        let entries: Vec<Entry> = (0..600).map(|i| Entry::new(Action::AidantLogin).aidant(i + 1).detail("method", "totp")).collect();
+        cli.t.db.write(|c| broker_store::journal::append(c, &entries)).unwrap();
+        // Tiles missing, as in a journal numbered before tiles existed.
+        let (forget, change) = match name {
+            "sqlite" => (
+                "DROP TRIGGER journal_tiles_no_update; DROP TRIGGER journal_tiles_no_delete; DELETE FROM journal_tiles;",
+                "UPDATE journal_tiles SET root = zeroblob(32) WHERE level = 0 AND idx = 1",
+            ),
+            _ => (
+                "ALTER TABLE journal_tiles DISABLE TRIGGER USER; DELETE FROM journal_tiles;",
+                "UPDATE journal_tiles SET root = decode(repeat('00', 32), 'hex') WHERE level = 0 AND idx = 1",
+            ),
+        };
+        cli.t.db.read(|c| Ok(c.batch_execute(forget)?)).unwrap();
+        let m = cli.json(&["migrate"]);
+        assert_eq!(m["journal_tiles_built"], 2, "{name}: {m}");
+        assert_eq!(cli.json(&["journal", "verify"])["ok"], true, "{name}");
+
+        cli.t.db.read(|c| Ok(c.batch_execute(change)?)).unwrap();
+        let o = cli.run(&["--json", "journal", "verify"]);
+        assert_eq!(o.code, 1, "{name}: {}", o.stdout);
+        let v: Value = serde_json::from_str(o.stdout.trim()).unwrap();
+        assert_eq!((v["fault"].as_str(), v["tile"].as_str(), v["first_bad_seq"].as_i64()), (Some("TileMismatch"), Some("tile/0/001"), Some(257)), "{name}: {v}");
+        let text = cli.run(&["journal", "verify"]);
+        assert!(text.stdout.contains("tuile tile/0/001 différente des entrées qu'elle couvre"), "{name}: {}", text.stdout);
+    }
+}

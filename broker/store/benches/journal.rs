@@ -9,9 +9,12 @@
 //!    the same journal, the cost of a signed checkpoint (RFC 6962 root over every leaf
 //!    + Ed25519 signature + storage) and of the stand-alone verifier over its export
 //!    (every line parsed, re-encoded, hashed, and the tree rebuilt).
+//! 3. Inclusion proofs against the latest checkpoint, read from the stored tiles: p50
+//!    and p99 latency over random entries, on a 10,000-entry journal and on the large
+//!    one of 2 (whose tiles are first built from the backlog, as `broker migrate` does).
 //!
 //! Settings: AC_BENCH_SECONDS (default 5) per measurement, AC_BENCH_VERIFY_ENTRIES
-//! (default 1000000), AC_TEST_PG_URL as for the tests.
+//! (default 1000000), AC_BENCH_PROOFS (default 1000), AC_TEST_PG_URL as for the tests.
 
 use broker_core::journal::{parse_hash, Action, Entry, GENESIS};
 use broker_core::Timestamp;
@@ -123,7 +126,59 @@ fn verify_speed() {
             t.name(),
             n as f64 / secs
         );
+        build_tiles(&t.db);
         checkpoint_and_audit(&t.db, n);
+        proof_latency(&t.db);
+    }
+}
+
+/// Builds the tiles of a journal filled without them, as `broker migrate` does.
+fn build_tiles(db: &Db) {
+    let started = Instant::now();
+    let built = db.read(broker_store::tiles::catch_up).unwrap();
+    let secs = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let size = db.read(broker_store::checkpoints::tree_size).unwrap();
+    assert_eq!(db.read_snapshot(|c| broker_store::tiles::verify(c, size)).unwrap(), None);
+    println!(
+        "  tiles built from the backlog: {built} in {secs:.2} s; checked against the leaf hashes (as journal verify does) in {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// p50 and p99 of inclusion proofs of random entries against the latest checkpoint,
+/// each on a connection from the pool, as the public endpoint does.
+fn proof_latency(db: &Db) {
+    let count = env_num("AC_BENCH_PROOFS", 1000).max(1);
+    let size = db.read(broker_store::checkpoints::latest).unwrap().expect("a checkpoint").size as u64;
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut took: Vec<f64> = (0..count)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let seq = 1 + (state % size) as i64;
+            let started = Instant::now();
+            let p = db.read(|c| broker_store::checkpoints::inclusion(c, seq, None)).unwrap();
+            let us = started.elapsed().as_secs_f64() * 1e6;
+            std::hint::black_box(p);
+            us
+        })
+        .collect();
+    took.sort_by(f64::total_cmp);
+    let at = |q: f64| took[((took.len() - 1) as f64 * q).round() as usize];
+    println!("  inclusion proof against the checkpoint of {size} entries ({count} random entries): p50 {:.0} µs, p99 {:.0} µs", at(0.5), at(0.99));
+}
+
+/// Inclusion proofs on a small journal (10,000 entries), on both backends.
+fn small_journal_proofs() {
+    for t in [TestDb::sqlite(), TestDb::postgres()] {
+        bulk_fill(&t.db, 10_000);
+        println!("journal of 10000 entries on {}:", t.name());
+        build_tiles(&t.db);
+        let key = broker_core::checkpoint::JournalKey::generate("bench.example/journal").unwrap();
+        broker_store::checkpoints::create(&t.db, &key, Timestamp::now(), false).unwrap().expect("a checkpoint");
+        proof_latency(&t.db);
     }
 }
 
@@ -168,5 +223,6 @@ fn checkpoint_and_audit(db: &Db, n: u64) {
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing special.
     append_throughput();
+    small_journal_proofs();
     verify_speed();
 }

@@ -5,14 +5,16 @@
 //! sequence order. A checkpoint is made of the current numbered tree (on PostgreSQL after
 //! the pending entries are numbered), stored once per size in `journal_checkpoints`, and
 //! journaled as `journal_checkpoint` (details: size and root in hex). Its own entry is
-//! covered by the next checkpoint.
+//! covered by the next checkpoint. Roots and proofs are computed from the stored tiles
+//! ([`crate::tiles`]): O(log n) rows, not every leaf hash.
 
 use crate::journal as entries;
+use crate::tiles;
 use crate::schema::{journal, journal_checkpoints};
 use crate::{AnyConnection, Db, StoreError};
 use broker_core::checkpoint::{export_checkpoint_line, export_line, Checkpoint, JournalKey};
 use broker_core::journal::{parse_hash, Action, Entry};
-use broker_core::merkle::{self, Hash, RootBuilder};
+use broker_core::merkle::{self, Hash};
 use broker_core::Timestamp;
 use diesel::prelude::*;
 use serde::Serialize;
@@ -68,34 +70,45 @@ fn leaf_page(conn: &mut AnyConnection, after: i64, upto: i64) -> Result<LeafPage
     })
 }
 
-/// Calls `f` with the leaf hash of every entry from 1 to `size`, in order, reading them
-/// in pages. Fails if the journal does not hold exactly these numbers.
-pub fn for_each_leaf(conn: &mut AnyConnection, size: i64, mut f: impl FnMut(i64, Hash)) -> Result<(), StoreError> {
-    let mut after = 0i64;
-    while after < size {
-        let upto = (after + LEAF_PAGE).min(size);
-        let page = leaf_page(conn, after, upto)?;
-        // `seq` is the primary key: as many rows as numbers means every number is there.
-        if page.n != upto - after {
-            let present: Vec<i64> = journal::table
-                .filter(journal::seq.gt(after))
-                .filter(journal::seq.le(upto))
-                .order(journal::seq.asc())
-                .select(journal::seq)
-                .load(conn)?;
-            let missing = (after + 1..=upto).zip(present.iter().copied().chain(std::iter::repeat(0))).find(|(a, b)| a != b).map_or(upto, |(a, _)| a);
-            return Err(inconsistent(format!("entrée n° {missing} absente")));
+/// Leaf hashes of entries `after + 1` to `upto`, in one query. Fails if the journal
+/// does not hold exactly these numbers.
+pub(crate) fn leaf_range(conn: &mut AnyConnection, after: i64, upto: i64) -> Result<Vec<Hash>, StoreError> {
+    let page = leaf_page(conn, after, upto)?;
+    // `seq` is the primary key: as many rows as numbers means every number is there.
+    if page.n != upto - after {
+        let present: Vec<i64> = journal::table
+            .filter(journal::seq.gt(after))
+            .filter(journal::seq.le(upto))
+            .order(journal::seq.asc())
+            .select(journal::seq)
+            .load(conn)?;
+        let missing = (after + 1..=upto).zip(present.iter().copied().chain(std::iter::repeat(0))).find(|(a, b)| a != b).map_or(upto, |(a, _)| a);
+        return Err(inconsistent(format!("entrée n° {missing} absente")));
+    }
+    let bytes = hex::decode(&page.hashes).ok().filter(|b| b.len() == 32 * page.n as usize);
+    let Some(bytes) = bytes else {
+        return Err(inconsistent(format!("empreintes illisibles entre les entrées n° {} et {upto}", after + 1)));
+    };
+    Ok(bytes.chunks_exact(32).map(|c| c.try_into().expect("32 bytes")).collect())
+}
+
+/// Calls `f` with the leaf hash of every entry from `after + 1` to `upto`, in order,
+/// reading them in pages. Fails if the journal does not hold exactly these numbers.
+pub(crate) fn for_each_leaf_between(conn: &mut AnyConnection, mut after: i64, upto: i64, mut f: impl FnMut(i64, Hash)) -> Result<(), StoreError> {
+    while after < upto {
+        let end = (after + LEAF_PAGE).min(upto);
+        for (i, h) in leaf_range(conn, after, end)?.into_iter().enumerate() {
+            f(after + 1 + i as i64, h);
         }
-        let bytes = hex::decode(&page.hashes).ok().filter(|b| b.len() == 32 * page.n as usize);
-        let Some(bytes) = bytes else {
-            return Err(inconsistent(format!("empreintes illisibles entre les entrées n° {} et {upto}", after + 1)));
-        };
-        for (i, chunk) in bytes.chunks_exact(32).enumerate() {
-            f(after + 1 + i as i64, chunk.try_into().expect("32 bytes"));
-        }
-        after = upto;
+        after = end;
     }
     Ok(())
+}
+
+/// Calls `f` with the leaf hash of every entry from 1 to `size`, in order, reading them
+/// in pages. Fails if the journal does not hold exactly these numbers.
+pub fn for_each_leaf(conn: &mut AnyConnection, size: i64, f: impl FnMut(i64, Hash)) -> Result<(), StoreError> {
+    for_each_leaf_between(conn, 0, size, f)
 }
 
 /// Leaf hashes of entries 1 to `size`.
@@ -105,11 +118,14 @@ pub fn leaf_hashes(conn: &mut AnyConnection, size: i64) -> Result<Vec<Hash>, Sto
     Ok(out)
 }
 
-/// Root of the tree of entries 1 to `size`, in O(log n) memory.
+/// Root of the tree of entries 1 to `size`, from the stored tiles: O(log n) rows (the
+/// leaves a backlog of tiles still lacks otherwise, see [`crate::tiles`]).
 pub fn tree_root(conn: &mut AnyConnection, size: i64) -> Result<Hash, StoreError> {
-    let mut b = RootBuilder::new();
-    for_each_leaf(conn, size, |_, h| b.push(&h))?;
-    Ok(b.root())
+    let numbered = tree_size(conn)?;
+    if size > numbered {
+        return Err(inconsistent(format!("entrée n° {} absente", numbered + 1)));
+    }
+    tiles::root(conn, size)
 }
 
 /// Number of numbered entries (the size of the current tree).
@@ -166,6 +182,7 @@ pub fn create(db: &Db, key: &JournalKey, now: Timestamp, only_if_new_entries: bo
         Skip,
         Make(i64, Hash),
     }
+    db.read(tiles::catch_up)?;
     let plan = db.read_snapshot(|c| {
         let size = tree_size(c)?;
         let last = latest(c)?;
@@ -238,16 +255,16 @@ pub fn inclusion(conn: &mut AnyConnection, seq: i64, size: Option<i64>) -> Resul
     if seq < 1 || seq > cp.size {
         return Err(StoreError::Invalid(format!("l'entrée n° {seq} n'est pas dans l'arbre de taille {} (1 à {})", cp.size, cp.size)));
     }
-    let leaves = leaf_hashes(conn, cp.size)?;
+    let leaf = leaf_range(conn, seq - 1, seq)?[0];
     let index = (seq - 1) as u64;
-    let proof = merkle::inclusion_proof(&leaves, index);
-    merkle::verify_inclusion(&leaves[index as usize], index, cp.size as u64, &proof, &cp.root())
+    let proof = tiles::inclusion_proof(conn, index, cp.size as u64)?;
+    merkle::verify_inclusion(&leaf, index, cp.size as u64, &proof, &cp.root())
         .map_err(|e| inconsistent(format!("le point de contrôle de taille {} ne correspond pas aux entrées ({e})", cp.size)))?;
     Ok(InclusionProof {
         seq,
         tree_size: cp.size,
         leaf_index: seq - 1,
-        leaf_hash: hex::encode(leaves[index as usize]),
+        leaf_hash: hex::encode(leaf),
         root_hash: cp.root_hash.clone(),
         proof: proof.iter().map(hex::encode).collect(),
         checkpoint: cp.note,
@@ -276,8 +293,7 @@ pub fn consistency(conn: &mut AnyConnection, from: i64, to: i64) -> Result<Consi
     let new = by_size_required(conn, to)?;
     let old = if from == 0 { None } else { Some(by_size_required(conn, from)?) };
     let old_root = old.as_ref().map(Stored::root).unwrap_or_else(merkle::empty_root);
-    let leaves = leaf_hashes(conn, to)?;
-    let proof = merkle::consistency_proof(&leaves, from as u64);
+    let proof = tiles::consistency_proof(conn, from as u64, to as u64)?;
     merkle::verify_consistency(from as u64, to as u64, &old_root, &new.root(), &proof)
         .map_err(|e| inconsistent(format!("les points de contrôle {from} et {to} ne concordent pas avec les entrées ({e})")))?;
     Ok(ConsistencyProof {

@@ -189,6 +189,7 @@ fn seal_and_insert(conn: &mut AnyConnection, records: Vec<(Option<i64>, Record)>
     diesel::update(journal_head::table.find(1))
         .set((journal_head::seq.eq(seq), journal_head::chain_hash.eq(hex::encode(prev))))
         .execute(conn)?;
+    crate::tiles::extend(conn, seq)?;
     Ok(())
 }
 

@@ -26,6 +26,7 @@ pub mod schema;
 pub mod seal;
 pub mod second_factors;
 pub mod stats;
+pub mod tiles;
 pub mod tx;
 pub mod usager_space;
 pub mod webauthn;

@@ -203,6 +203,15 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    journal_tiles (level, idx) {
+        level -> Integer,
+        idx -> BigInt,
+        hashes -> Binary,
+        root -> Binary,
+    }
+}
+
 diesel::joinable!(memberships -> aidants (aidant_id));
 diesel::joinable!(memberships -> organisations (organisation_id));
 diesel::joinable!(autorisations -> mandats (mandat_id));
@@ -212,5 +221,5 @@ diesel::joinable!(totp_devices -> aidants (aidant_id));
 diesel::allow_tables_to_appear_in_same_query!(
     organisations, aidants, memberships, usagers, mandats, autorisations, attestations,
     oidc_clients, totp_cards, totp_devices, webauthn_credentials, journal, journal_head, journal_pending,
-    oidc_token_uses, journal_checkpoints,
+    oidc_token_uses, journal_checkpoints, journal_tiles,
 );

@@ -167,9 +167,11 @@ fn export_streams_every_entry_and_ends_with_its_checkpoint() {
     }
 }
 
-/// The root is computed from the stored leaf hashes, read in pages. A debug build on a
-/// shared machine does 250,000 leaves well under 10 s; `AC_TEST_CHECKPOINT_ENTRIES`
-/// changes the size (docs/audit.md gives release figures for 1,000,000).
+/// A journal written without its tiles: the root is computed from the stored leaf
+/// hashes, read in pages; the checkpoint first builds the tiles, then reads them. A debug
+/// build on a shared machine does 250,000 leaves well under 10 s;
+/// `AC_TEST_CHECKPOINT_ENTRIES` changes the size (docs/audit.md gives release figures
+/// for 1,000,000).
 #[test]
 fn root_of_a_large_tree_is_fast() {
     let n: u64 = std::env::var("AC_TEST_CHECKPOINT_ENTRIES").ok().and_then(|v| v.parse().ok()).unwrap_or(250_000);

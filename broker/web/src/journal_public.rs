@@ -7,15 +7,18 @@
 //! - `GET /journal/preuves/inclusion?seq=S&taille=N`: inclusion proof of entry `S` in the
 //!   tree of the checkpoint of size `N` (the latest when `taille` is absent), JSON;
 //! - `GET /journal/preuves/coherence?de=M&a=N`: consistency proof between the
-//!   checkpoints of sizes `M` and `N`, JSON.
+//!   checkpoints of sizes `M` and `N`, JSON;
+//! - `GET /journal/tile/<L>/<N>[.p/<W>]`: a tile of the tree (C2SP tlog-tiles), its
+//!   hashes concatenated (32 bytes each), `application/octet-stream`.
 //!
 //! Hashes in the JSON answers are lower-case hex. Unknown sizes answer 404 and bad input
-//! 400, both with `{"error": "…"}`.
+//! 400, both with `{"error": "…"}`; an unknown tile answers 404 with a plain text.
 
 use crate::AppState;
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
-use broker_store::{checkpoints, StoreError};
+use broker_core::merkle::tile::TileId;
+use broker_store::{checkpoints, tiles, StoreError};
 use serde_json::json;
 use std::collections::HashMap;
 
@@ -24,7 +27,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/journal/checkpoint/{size}", web::get().to(by_size))
         .route("/journal/cle", web::get().to(key))
         .route("/journal/preuves/inclusion", web::get().to(inclusion))
-        .route("/journal/preuves/coherence", web::get().to(consistency));
+        .route("/journal/preuves/coherence", web::get().to(consistency))
+        .route("/journal/tile/{path:.*}", web::get().to(tile));
 }
 
 fn error(status: actix_web::http::StatusCode, message: impl Into<String>) -> HttpResponse {
@@ -136,6 +140,31 @@ pub async fn consistency(state: web::Data<AppState>, q: web::Query<HashMap<Strin
     };
     match read(&state, move |c| checkpoints::consistency(c, from, to)).await {
         Ok(p) => HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "public, max-age=3600")).json(p),
+        Err(res) => res,
+    }
+}
+
+fn tile_not_found(message: String) -> HttpResponse {
+    HttpResponse::NotFound()
+        .content_type("text/plain; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(format!("{message}\n"))
+}
+
+/// A tile of the current numbered tree: a full tile once stored (never changes), or a
+/// partial tile whose hashes all exist (a prefix of its full tile).
+pub async fn tile(state: web::Data<AppState>, path: web::Path<String>) -> HttpResponse {
+    let id = match TileId::parse(&format!("tile/{}", path.into_inner())) {
+        Ok(id) => id,
+        Err(e) => return tile_not_found(format!("tuile inconnue : {e}")),
+    };
+    let cache = if id.is_full() { "public, max-age=31536000, immutable" } else { "public, max-age=60" };
+    match read(&state, move |c| tiles::body(c, id)).await {
+        Ok(Some(body)) => HttpResponse::Ok()
+            .content_type("application/octet-stream")
+            .insert_header((header::CACHE_CONTROL, cache))
+            .body(body),
+        Ok(None) => tile_not_found(format!("tuile {} absente : l'arbre du journal ne la contient pas (encore)", id.path())),
         Err(res) => res,
     }
 }

@@ -172,11 +172,17 @@ fn dispatch(cli: Cli, s: &Settings) -> Result<(), Failure> {
             let url = DatabaseUrl::parse(&s.database_url);
             let db = Db::open(&url, 1)?;
             let applied = db.migrate()?;
-            out(json, json!({ "backend": url.backend.name(), "applied": applied }), || {
-                if applied.is_empty() {
-                    "Base à jour : aucune migration en attente.".into()
+            let tiles = db.read(broker_store::tiles::catch_up)?;
+            out(json, json!({ "backend": url.backend.name(), "applied": applied, "journal_tiles_built": tiles }), || {
+                let done = if applied.is_empty() {
+                    "Base à jour : aucune migration en attente.".to_owned()
                 } else {
                     format!("Migrations appliquées : {}", applied.join(", "))
+                };
+                if tiles > 0 {
+                    format!("{done}\nTuiles du journal calculées : {tiles}.")
+                } else {
+                    done
                 }
             });
             Ok(())
@@ -186,10 +192,20 @@ fn dispatch(cli: Cli, s: &Settings) -> Result<(), Failure> {
         Command::Journal { command: JournalCmd::Verify(_) } => {
             let db = open_db(s)?;
             let started = std::time::Instant::now();
-            let v = db.read_snapshot(broker_store::journal::verify)?;
+            let (v, tile_fault) = db.read_snapshot(|c| {
+                let v = broker_store::journal::verify(c)?;
+                let tiles = if v.fault.is_none() { broker_store::tiles::verify(c, v.verified)? } else { None };
+                Ok((v, tiles))
+            })?;
             let secs = started.elapsed().as_secs_f64();
-            match &v.fault {
-                None => {
+            match (&v.fault, tile_fault) {
+                (None, Some(f)) => {
+                    out(json, json!({ "ok": false, "first_bad_seq": f.first_seq, "fault": "TileMismatch", "tile": f.tile.path(), "entries_before": v.verified }), || {
+                        format!("Journal altéré : {f}")
+                    });
+                    Err(Failure { code: 1, message: format!("tuile du journal altérée : {}", f.tile.path()) })
+                }
+                (None, None) => {
                     out(json, json!({ "ok": true, "entries": v.verified, "pending": v.pending, "seconds": secs }), || {
                         let pending = if v.pending > 0 {
                             format!(" {} entrée(s) laissée(s) sans numéro par une version antérieure : lancez `broker migrate` pour les numéroter.", v.pending)
@@ -200,7 +216,7 @@ fn dispatch(cli: Cli, s: &Settings) -> Result<(), Failure> {
                     });
                     Ok(())
                 }
-                Some(f) => {
+                (Some(f), _) => {
                     out(json, json!({ "ok": false, "first_bad_seq": f.seq, "fault": format!("{:?}", f.kind), "entries_before": v.verified }), || {
                         format!("Journal altéré : {f}")
                     });
