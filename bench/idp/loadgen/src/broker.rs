@@ -13,7 +13,7 @@ use broker_core::{Demarche, Timestamp};
 use broker_store::cache::Redis;
 use broker_core::capability::{ActingFor, AidantId};
 use broker_core::oidc::claims::Scope;
-use broker_core::oidc::grant::{Grant, Issued};
+use broker_core::oidc::grant::{Grant, Issued, TokenRequest};
 use broker_store::oidc_state::GrantStore;
 use broker_store::seal::Sealer;
 use broker_store::{admin, mandats, DatabaseUrl, Db};
@@ -132,9 +132,9 @@ fn grant(s: &Seeded) -> Grant {
 /// exchanged.
 fn access_token(grants: GrantStore<'_>, s: &Seeded, now: Timestamp) -> anyhow::Result<String> {
     let code = grants.issue_code(&Issued::new(grant(s), now, CODE_SECONDS))?;
-    let (issued, token) = grants.redeem_code(&s.client_id, &code).map_err(|e| anyhow::anyhow!("{e}"))?;
-    grants.store_token_confirming(&token, &Issued::new(issued.value, now, ACCESS_TOKEN_SECONDS), &code, now).map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(token)
+    let request = TokenRequest { code: &code, redirect_uri: &s.redirect_uri, code_verifier: None };
+    let exchanged = grants.exchange_code(&s.client_id, &request, now, ACCESS_TOKEN_SECONDS).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(exchanged.access_token)
 }
 
 fn hex_token() -> String {
