@@ -23,7 +23,8 @@ impl From<redis::RedisError> for CacheError {
     }
 }
 
-/// Blocking calls: from async code, run them on the blocking pool.
+/// Blocking calls: from async code, run them on the blocking pool (except
+/// [`Cache::redeem_async`]).
 pub trait Cache: Send + Sync {
     /// Stores `value` under `key` for `ttl`, replacing any previous value.
     fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), CacheError>;
@@ -65,7 +66,8 @@ pub trait Cache: Send + Sync {
     }
 
     /// [`Cache::redeem`] from async code, without the blocking pool: on Redis over an
-    /// async connection; in process (and in this default) it runs inline, doing no I/O.
+    /// async connection. This default runs [`Cache::redeem`] inline, which suits a cache
+    /// doing no I/O (the in-process one); a cache that does I/O overrides it.
     fn redeem_async<'a>(&'a self, r: Redemption) -> CacheFuture<'a, Redeemed> {
         Box::pin(std::future::ready(self.redeem(&r)))
     }

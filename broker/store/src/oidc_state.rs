@@ -110,7 +110,7 @@ pub fn token_hash(token: &str) -> String {
 }
 
 /// SHA-256 (hex) of the client id, a NUL and the code: a code's cache keys (the code,
-/// its tombstone, its replay marker) exist for the client it was issued to only.
+/// its tombstone) exist for the client it was issued to only.
 pub fn code_hash(client_id: &str, code: &str) -> String {
     let mut bytes = Vec::with_capacity(client_id.len() + 1 + code.len());
     bytes.extend_from_slice(client_id.as_bytes());
