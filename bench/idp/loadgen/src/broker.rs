@@ -26,6 +26,10 @@ use std::time::{Duration, Instant};
 pub const CODE_SECONDS: u64 = 60;
 pub const ACCESS_TOKEN_SECONDS: u64 = 120;
 
+/// The seeded usager's given name, which `/userinfo` must answer (its `sub` is the
+/// client's pairwise subject, not the broker id).
+pub const USAGER_GIVEN_NAME: &str = "Angela Claire Louise";
+
 /// What the seeding created: everything a code or an access token is bound to.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Seeded {
@@ -69,7 +73,7 @@ pub fn seed(db: &Db, redirect_uri: &str) -> anyhow::Result<Seeded> {
     let now = Timestamp::now();
     let sub = usager_key(&random_bytes::<32>(), "banc-d-essai-usager");
     let pivot = IdentitePivot {
-        given_name: "Angela Claire Louise".into(),
+        given_name: USAGER_GIVEN_NAME.into(),
         family_name: "Dubois".into(),
         preferred_username: None,
         birthdate: "1962-08-24".into(),

@@ -341,7 +341,7 @@ fn main() -> anyhow::Result<()> {
             let target = Target::parse(&b.url)?;
             let make = |token: &str| target.get("/userinfo", &[("Authorization", &format!("Bearer {token}"))]);
             let first = broker::mint(&cache, &seeded, broker::Mint::AccessTokens, 1)?;
-            check(&load.label, http::probe(&target, &make(&first[0]))?, |b| b.contains(&seeded.usager_sub) && b.contains("given_name"))?;
+            check(&load.label, http::probe(&target, &make(&first[0]))?, |b| b.contains(&format!("\"given_name\":\"{}\"", broker::USAGER_GIVEN_NAME)))?;
             single_use(&load, broker::Mint::AccessTokens, make, &target, |n| broker::mint(&cache, &seeded, broker::Mint::AccessTokens, n))?;
         }
         Command::Insert { database_url, load } => {
