@@ -1,9 +1,17 @@
 //! Short-lived state (codes, ceremonies, sessions, rate-limit counters): Redis when
 //! `REDIS_URL` is set, in-process otherwise. Callers hash secret keys before use.
 
+use crate::redemption::{self, Redeemed, Redemption, Steps};
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::runtime::Id as RuntimeId;
+
+/// What an async cache call returns.
+pub type CacheFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, CacheError>> + Send + 'a>>;
 
 #[derive(Debug, thiserror::Error)]
 #[error("cache injoignable : {0}")]
@@ -15,7 +23,8 @@ impl From<redis::RedisError> for CacheError {
     }
 }
 
-/// Blocking calls: from async code, run them on the blocking pool.
+/// Blocking calls: from async code, run them on the blocking pool (except
+/// [`Cache::redeem_async`]).
 pub trait Cache: Send + Sync {
     /// Stores `value` under `key` for `ttl`, replacing any previous value.
     fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), CacheError>;
@@ -39,16 +48,6 @@ pub trait Cache: Send + Sync {
         self.ping()
     }
 
-    /// [`Cache::take`], and when a value was taken, `put(mark_key, mark, ttl)`: one round
-    /// trip (and atomic) on Redis.
-    fn take_and_mark(&self, key: &str, mark_key: &str, mark: &[u8], ttl: Duration) -> Result<Option<Vec<u8>>, CacheError> {
-        let v = self.take(key)?;
-        if v.is_some() {
-            self.put(mark_key, mark, ttl)?;
-        }
-        Ok(v)
-    }
-
     /// Stores `value` under `key` for `ttl` only if `key` holds a live value; answers
     /// whether it did. Atomic on Redis (`SET … XX`) and in process; this default is not.
     fn replace(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, CacheError> {
@@ -59,16 +58,65 @@ pub trait Cache: Send + Sync {
         Ok(true)
     }
 
-    /// `put(put_key, value, ttl)` then `get(get_key)`, in that order: one round trip on Redis.
-    fn put_then_get(&self, put_key: &str, value: &[u8], ttl: Duration, get_key: &str) -> Result<Option<Vec<u8>>, CacheError> {
-        self.put(put_key, value, ttl)?;
-        self.get(get_key)
+    /// Redeems an authorization code in one step ([`crate::redemption`]): atomic on
+    /// Redis (one script, one round trip) and in process (one lock); this default, made
+    /// of the calls above, is neither, and serves wrappers of a cache only.
+    fn redeem(&self, r: &Redemption) -> Result<Redeemed, CacheError> {
+        redemption::run(&mut Calls(self), r)
+    }
+
+    /// [`Cache::redeem`] from async code, without the blocking pool: on Redis over an
+    /// async connection. This default runs [`Cache::redeem`] inline, which suits a cache
+    /// doing no I/O (the in-process one); a cache that does I/O overrides it.
+    fn redeem_async<'a>(&'a self, r: Redemption) -> CacheFuture<'a, Redeemed> {
+        Box::pin(std::future::ready(self.redeem(&r)))
+    }
+}
+
+/// A cache's own calls as the steps of a redemption.
+struct Calls<'c, C: ?Sized>(&'c C);
+
+impl<C: Cache + ?Sized> Steps for Calls<'_, C> {
+    fn take(&mut self, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
+        self.0.take(key)
+    }
+    fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
+        self.0.get(key)
+    }
+    fn put(&mut self, key: &str, value: &[u8], ttl: Duration) -> Result<(), CacheError> {
+        self.0.put(key, value, ttl)
+    }
+    fn delete(&mut self, key: &str) -> Result<bool, CacheError> {
+        let live = self.0.get(key)?.is_some();
+        self.0.delete(key)?;
+        Ok(live)
+    }
+}
+
+type Entries = HashMap<String, (Vec<u8>, Instant)>;
+
+/// The in-process map, under its lock, as the steps of a redemption.
+struct Locked<'m>(&'m mut Entries);
+
+impl Steps for Locked<'_> {
+    fn take(&mut self, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
+        Ok(self.0.remove(key).filter(|(_, exp)| *exp > Instant::now()).map(|(v, _)| v))
+    }
+    fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
+        Ok(self.0.get(key).filter(|(_, exp)| *exp > Instant::now()).map(|(v, _)| v.clone()))
+    }
+    fn put(&mut self, key: &str, value: &[u8], ttl: Duration) -> Result<(), CacheError> {
+        self.0.insert(key.to_owned(), (value.to_vec(), Instant::now() + ttl));
+        Ok(())
+    }
+    fn delete(&mut self, key: &str) -> Result<bool, CacheError> {
+        Ok(self.0.remove(key).is_some_and(|(_, exp)| exp > Instant::now()))
     }
 }
 
 #[derive(Default)]
 pub struct InProcess {
-    entries: Mutex<HashMap<String, (Vec<u8>, Instant)>>,
+    entries: Mutex<Entries>,
 }
 
 impl InProcess {
@@ -76,7 +124,7 @@ impl InProcess {
         Self::default()
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, (Vec<u8>, Instant)>) -> T) -> T {
+    fn with<T>(&self, f: impl FnOnce(&mut Entries) -> T) -> T {
         let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         if map.len() > 10_000 {
@@ -135,21 +183,36 @@ impl Cache for InProcess {
     fn kind(&self) -> &'static str {
         "in-process"
     }
+
+    fn redeem(&self, r: &Redemption) -> Result<Redeemed, CacheError> {
+        self.with(|m| redemption::run(&mut Locked(m), r))
+    }
 }
 
 pub struct Redis {
     pool: r2d2::Pool<redis::Client>,
     prefix: String,
     breaker: crate::breaker::Breaker,
+    client: redis::Client,
+    /// One multiplexed async connection per Tokio runtime: each server worker runs its
+    /// own, and a connection's task lives on the runtime that opened it.
+    async_conns: Mutex<HashMap<RuntimeId, ConnectionManager>>,
+    /// Loaded once by the server, then called by its SHA-1 (`EVALSHA`).
+    redeem_script: redis::Script,
 }
 
 /// How long a call waits for a Redis connection before the cache counts as unreachable.
 pub const REDIS_CONNECTION_WAIT: Duration = Duration::from_secs(1);
 
+/// Above this many runtimes with an async connection, the connections are dropped (and
+/// reopened by the runtimes still running).
+const ASYNC_CONNS_SWEEP: usize = 64;
+
 impl Redis {
     /// Connects lazily: an unreachable server makes calls fail, not start-up.
     pub fn new(url: &str, prefix: &str) -> Result<Self, CacheError> {
         let client = redis::Client::open(url)?;
+        let client_for_async = client.clone();
         let pool = r2d2::Pool::builder()
             .max_size(16)
             .min_idle(Some(0))
@@ -158,7 +221,58 @@ impl Redis {
             // is dropped by the pool (`has_broken`).
             .test_on_check_out(false)
             .build_unchecked(client);
-        Ok(Self { pool, prefix: prefix.to_owned(), breaker: crate::breaker::Breaker::new(crate::db::UNREACHABLE_WINDOW) })
+        Ok(Self {
+            pool,
+            prefix: prefix.to_owned(),
+            breaker: crate::breaker::Breaker::new(crate::db::UNREACHABLE_WINDOW),
+            client: client_for_async,
+            async_conns: Mutex::new(HashMap::new()),
+            redeem_script: redis::Script::new(redemption::REDEEM_SCRIPT),
+        })
+    }
+
+    /// The calling runtime's async connection, opened on first use (the caller must run
+    /// on a Tokio runtime). Fails at once while the breaker is open. Connecting and each
+    /// answer wait at most [`REDIS_CONNECTION_WAIT`].
+    fn async_conn(&self) -> Result<(RuntimeId, ConnectionManager), CacheError> {
+        if self.breaker.is_open() {
+            return Err(CacheError("cache injoignable (nouvel essai dans un instant)".into()));
+        }
+        let runtime = tokio::runtime::Handle::try_current().map_err(|e| CacheError(e.to_string()))?.id();
+        let mut conns = self.async_conns.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = conns.get(&runtime) {
+            return Ok((runtime, c.clone()));
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(REDIS_CONNECTION_WAIT))
+            .set_response_timeout(Some(REDIS_CONNECTION_WAIT))
+            .set_number_of_retries(0);
+        let c = ConnectionManager::new_lazy_with_config(self.client.clone(), config).map_err(|e| self.failed(e))?;
+        if conns.len() >= ASYNC_CONNS_SWEEP {
+            // Runtimes come and go (tests, tools): the live ones reconnect on next use.
+            conns.clear();
+        }
+        conns.insert(runtime, c.clone());
+        Ok((runtime, c))
+    }
+
+    /// Drops a runtime's async connection after a failure: its next call opens a new one.
+    fn forget_async_conn(&self, runtime: RuntimeId) {
+        self.async_conns.lock().unwrap_or_else(|p| p.into_inner()).remove(&runtime);
+    }
+
+    fn redeem_invocation(&self, r: &Redemption) -> redis::ScriptInvocation<'_> {
+        let mut call = self.redeem_script.prepare_invoke();
+        call.key(self.k(&r.code_key))
+            .key(self.k(&r.tombstone_key))
+            .key(self.k(&r.token_key))
+            .arg(r.now.micros())
+            .arg(&r.binding)
+            .arg(ttl_ms(r.token_ttl))
+            .arg(&r.token_tail)
+            .arg(ttl_ms(r.tombstone_ttl))
+            .arg(&self.prefix);
+        call
     }
 
     fn conn(&self) -> Result<r2d2::PooledConnection<redis::Client>, CacheError> {
@@ -203,7 +317,7 @@ impl Cache for Redis {
 
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
         let mut c = self.conn()?;
-        Ok(redis::cmd("GET").arg(self.k(key)).query(&mut *c).map_err(|e| self.failed(e))?)
+        redis::cmd("GET").arg(self.k(key)).query(&mut *c).map_err(|e| self.failed(e))
     }
 
     fn replace(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, CacheError> {
@@ -214,7 +328,7 @@ impl Cache for Redis {
 
     fn take(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
         let mut c = self.conn()?;
-        Ok(redis::cmd("GETDEL").arg(self.k(key)).query(&mut *c).map_err(|e| self.failed(e))?)
+        redis::cmd("GETDEL").arg(self.k(key)).query(&mut *c).map_err(|e| self.failed(e))
     }
 
     fn incr(&self, key: &str, ttl: Duration) -> Result<i64, CacheError> {
@@ -260,29 +374,36 @@ impl Cache for Redis {
         outcome
     }
 
-    fn take_and_mark(&self, key: &str, mark_key: &str, mark: &[u8], ttl: Duration) -> Result<Option<Vec<u8>>, CacheError> {
+    fn redeem(&self, r: &Redemption) -> Result<Redeemed, CacheError> {
         let mut c = self.conn()?;
-        Ok(redis::cmd("EVAL")
-            .arg(TAKE_AND_MARK)
-            .arg(2)
-            .arg(self.k(key))
-            .arg(self.k(mark_key))
-            .arg(mark)
-            .arg(ttl_ms(ttl))
-            .query(&mut *c).map_err(|e| self.failed(e))?)
+        let out = self.redeem_invocation(r).invoke(&mut *c).map_err(|e| self.failed(e))?;
+        redeemed(out)
     }
 
-    fn put_then_get(&self, put_key: &str, value: &[u8], ttl: Duration, get_key: &str) -> Result<Option<Vec<u8>>, CacheError> {
-        let mut c = self.conn()?;
-        let (v,): (Option<Vec<u8>>,) = redis::pipe()
-            .cmd("SET").arg(self.k(put_key)).arg(value).arg("PX").arg(ttl_ms(ttl)).ignore()
-            .cmd("GET").arg(self.k(get_key))
-            .query(&mut *c).map_err(|e| self.failed(e))?;
-        Ok(v)
+    fn redeem_async<'a>(&'a self, r: Redemption) -> CacheFuture<'a, Redeemed> {
+        Box::pin(async move {
+            let (runtime, mut c) = self.async_conn()?;
+            match self.redeem_invocation(&r).invoke_async(&mut c).await {
+                Ok(out) => {
+                    self.breaker.close();
+                    redeemed(out)
+                }
+                Err(e) => {
+                    self.forget_async_conn(runtime);
+                    Err(self.failed(e))
+                }
+            }
+        })
     }
 }
 
-/// GETDEL, and SET of the mark when a value was there (Redis runs a script atomically).
-const TAKE_AND_MARK: &str = "local v = redis.call('GETDEL', KEYS[1]) \
-    if v then redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2]) end \
-    return v";
+/// What [`crate::redemption::REDEEM_SCRIPT`] returns, as a [`Redeemed`].
+fn redeemed((status, entry, revoked): (i64, Option<Vec<u8>>, i64)) -> Result<Redeemed, CacheError> {
+    match (status, entry) {
+        (0, _) => Ok(Redeemed::Unknown),
+        (1, Some(e)) => Ok(Redeemed::Issued(e)),
+        (2, Some(e)) => Ok(Redeemed::Refused(e)),
+        (3, _) => Ok(Redeemed::Replayed { revoked: revoked > 0 }),
+        (s, _) => Err(CacheError(format!("réponse inattendue du script : {s}"))),
+    }
+}

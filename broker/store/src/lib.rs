@@ -20,6 +20,7 @@ pub mod mandat_changes;
 pub mod mandat_facts;
 pub mod mandats;
 pub mod oidc_state;
+pub mod redemption;
 pub mod referent;
 pub mod revocation;
 pub mod schema;

@@ -12,33 +12,35 @@
 //!   a code must not be usable by anyone else). The check and the consumption are one
 //!   atomic step, the key lookup itself.
 //! - **Codes live at most [`MAX_CODE_TTL_SECONDS`]** and are **single use**:
-//!   [`GrantStore::redeem_code`] consumes the code with the cache's atomic take (`GETDEL`
-//!   on Redis, in one script with the tombstone), so of several concurrent redemptions
-//!   exactly one gets the grant. Every redemption by the rightful client burns the code,
-//!   including one that then fails the token endpoint's checklist
+//!   [`GrantStore::exchange_code`] is one cache step ([`crate::redemption`]: one script on
+//!   Redis, one lock in process) that takes the code, writes its tombstone and, when the
+//!   request matches the code, stores the access token; of several concurrent
+//!   redemptions exactly one gets the grant. Every redemption by the rightful client
+//!   burns the code, including one that fails the token endpoint's checklist
 //!   ([`broker_core::oidc::grant::check_redemption`]: expiry by the caller's clock, the
-//!   `redirect_uri`, PKCE): RFC 6749 §4.1.2, a code is used once.
+//!   `redirect_uri`, PKCE): RFC 6749 §4.1.2, a code is used once. The cache checks the
+//!   code against hashes of what the request must repeat; the checklist runs again on the
+//!   grant that comes back, and names the refusal.
 //! - **Replay revokes** (RFC 6749 §4.1.2: "If an authorization code is used more than
 //!   once, the authorization server MUST deny the request and SHOULD revoke (when
 //!   possible) all tokens previously issued based on that authorization code"). The
 //!   access token is drawn before the code is consumed, and the code's tombstone
-//!   `oidc:code-used:<hash>` (kept [`TOMBSTONE_TTL`]) lists its hash. A later redemption
-//!   of the same code finds the tombstone, answers [`GrantError::Replayed`] and deletes
-//!   that access token. A replay that races with the first redemption (before the token
-//!   is stored) is not lost either: every failed take first raises a replay marker
-//!   `oidc:code-replay:<hash>`, and [`GrantStore::store_token_confirming`], storing the
-//!   token and reading that marker in one round trip, revokes the token it just stored if
-//!   it finds one. The two sides write, then read, in opposite orders on a sequentially
-//!   consistent store (one Redis server, or one mutex), so at least one sees the other.
+//!   `oidc:code-used:<hash>` (kept [`TOMBSTONE_TTL`]) names its key. A later redemption
+//!   of the same code finds the tombstone, deletes that access token and answers
+//!   [`GrantError::Replayed`], in the same single step. Taking the code, writing the
+//!   tombstone and storing the token being one atomic step, of two redemptions however
+//!   close, one runs entirely first and redeems; the other finds its tombstone and
+//!   revokes.
 //! - Access tokens live at most [`MAX_ACCESS_TOKEN_TTL_SECONDS`], no longer than the
 //!   tombstone, so that a replay can always still find and revoke them.
 //!
 //! All the functions are blocking (the cache is): from async code, run them on the
-//! blocking pool.
+//! blocking pool, except [`GrantStore::exchange_code_async`], which does not block.
 
 use crate::cache::{Cache, CacheError};
+use crate::redemption::{self, Redeemed, Redemption};
 use broker_core::oidc::error::{ErrorCode, OAuthError};
-use broker_core::oidc::grant::{Grant, Issued};
+use broker_core::oidc::grant::{check_redemption, Grant, Issued, RedemptionRefusal, TokenRequest};
 use broker_core::secret::{random_bytes, sha256_hex};
 use broker_core::Timestamp;
 use serde::de::DeserializeOwned;
@@ -56,7 +58,6 @@ pub const MAX_ACCESS_TOKEN_TTL_SECONDS: u64 = 600;
 const FLOW_PREFIX: &str = "oidc:flow:";
 const CODE_PREFIX: &str = "oidc:code:";
 const TOMBSTONE_PREFIX: &str = "oidc:code-used:";
-const REPLAY_PREFIX: &str = "oidc:code-replay:";
 const ACCESS_TOKEN_PREFIX: &str = "oidc:at:";
 
 /// Why a code gives nothing at `/token`. [`GrantError::Unknown`] and
@@ -70,6 +71,10 @@ pub enum GrantError {
     /// Already redeemed: the token it issued is revoked.
     #[error("code déjà utilisé")]
     Replayed,
+    /// Consumed, but the request does not match it (or it expired): the token
+    /// endpoint's checklist says why.
+    #[error("{0}")]
+    Refused(RedemptionRefusal),
     #[error("cache : {0}")]
     Cache(String),
 }
@@ -93,6 +98,7 @@ impl From<GrantError> for OAuthError {
     fn from(e: GrantError) -> Self {
         match e {
             GrantError::Cache(_) => OAuthError::internal(&e),
+            GrantError::Refused(r) => r.into(),
             _ => OAuthError::new(ErrorCode::InvalidGrant, "Code d'autorisation invalide, expiré ou déjà utilisé.").with_detail(&e),
         }
     }
@@ -104,7 +110,7 @@ pub fn token_hash(token: &str) -> String {
 }
 
 /// SHA-256 (hex) of the client id, a NUL and the code: a code's cache keys (the code,
-/// its tombstone, its replay marker) exist for the client it was issued to only.
+/// its tombstone) exist for the client it was issued to only.
 pub fn code_hash(client_id: &str, code: &str) -> String {
     let mut bytes = Vec::with_capacity(client_id.len() + 1 + code.len());
     bytes.extend_from_slice(client_id.as_bytes());
@@ -137,6 +143,61 @@ fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CacheError> {
 
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CacheError> {
     serde_json::from_slice(bytes).map_err(|e| CacheError(format!("valeur illisible : {e}")))
+}
+
+/// What a successful exchange gives: the code's grant and the access token stored for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exchanged {
+    pub code: Issued<Grant>,
+    pub access_token: String,
+}
+
+/// The redemption of `request.code` for `client_id`, and the access token it would store
+/// (drawn now, so that the code's tombstone can name it).
+fn redemption(client_id: &str, request: &TokenRequest<'_>, now: Timestamp, token_seconds: u64) -> (Redemption, String) {
+    let hash = code_hash(client_id, request.code);
+    let access_token = new_token();
+    let lifetime = token_seconds.min(MAX_ACCESS_TOKEN_TTL_SECONDS);
+    let expires_at = Issued::new((), now, lifetime).expires_at;
+    let r = Redemption {
+        code_key: format!("{CODE_PREFIX}{hash}"),
+        tombstone_key: format!("{TOMBSTONE_PREFIX}{hash}"),
+        tombstone_ttl: TOMBSTONE_TTL,
+        token_key: format!("{ACCESS_TOKEN_PREFIX}{}", token_hash(&access_token)),
+        token_ttl: Duration::from_secs(lifetime.max(1)),
+        token_tail: redemption::issued_tail(now, expires_at),
+        binding: redemption::request_binding(client_id, request.redirect_uri, request.code_verifier),
+        now,
+    };
+    (r, access_token)
+}
+
+/// The answer to a redemption. The cache decided on hashes; the token endpoint's
+/// checklist ([`check_redemption`]) runs again on the grant itself, and names the
+/// refusal for the log.
+fn exchanged(outcome: Redeemed, client_id: &str, request: &TokenRequest<'_>, now: Timestamp, access_token: String) -> Result<Exchanged, GrantError> {
+    match outcome {
+        Redeemed::Issued(entry) => {
+            let code = redemption::decode_code(&entry)?;
+            // Not expected: the binding covers every check. The token stays unknown to all.
+            check_redemption(&code, client_id, request, now).map_err(|r| GrantError::Cache(format!("le cache a accepté un code que la vérification refuse : {r}")))?;
+            Ok(Exchanged { code, access_token })
+        }
+        Redeemed::Refused(entry) => {
+            let code = redemption::decode_code(&entry)?;
+            match check_redemption(&code, client_id, request, now) {
+                Err(r) => Err(GrantError::Refused(r)),
+                Ok(()) => Err(GrantError::Cache("le cache a refusé un code que la vérification accepte".into())),
+            }
+        }
+        Redeemed::Unknown => Err(GrantError::Unknown),
+        Redeemed::Replayed { revoked } => {
+            if revoked {
+                tracing::warn!(code = %&code_hash(client_id, request.code)[..12], "code rejoué : jeton révoqué");
+            }
+            Err(GrantError::Replayed)
+        }
+    }
 }
 
 /// Flows, codes and access tokens, in one cache.
@@ -174,65 +235,30 @@ impl<'a> GrantStore<'a> {
     pub fn issue_code(&self, grant: &Issued<Grant>) -> Result<String, CacheError> {
         let code = new_token();
         let ttl = grant.seconds_left(grant.issued_at).min(MAX_CODE_TTL_SECONDS);
-        self.cache.put(&format!("{CODE_PREFIX}{}", code_hash(&grant.value.client_id, &code)), &encode(grant)?, Duration::from_secs(ttl))?;
+        self.cache.put(&format!("{CODE_PREFIX}{}", code_hash(&grant.value.client_id, &code)), &redemption::encode_code(grant)?, Duration::from_secs(ttl))?;
         Ok(code)
     }
 
-    /// Consumes `code` for `client_id` (already authenticated by the caller) and draws the
-    /// access token the grant will be exchanged for, listed in the code's tombstone as the
-    /// code is consumed. A code unknown to this client is [`GrantError::Unknown`] and is
-    /// not touched; a code already consumed is [`GrantError::Replayed`] and the token it
-    /// gave is revoked. The caller then runs the token endpoint's checklist on the grant.
-    pub fn redeem_code(&self, client_id: &str, code: &str) -> Result<(Issued<Grant>, String), GrantError> {
-        let hash = code_hash(client_id, code);
-        let access_token = new_token();
-        let tombstone = encode(&vec![token_hash(&access_token)])?;
-        let taken = self.cache.take_and_mark(&format!("{CODE_PREFIX}{hash}"), &format!("{TOMBSTONE_PREFIX}{hash}"), &tombstone, TOMBSTONE_TTL)?;
-        let Some(bytes) = taken else {
-            // Raise the replay marker before looking for the tombstone (see the module docs).
-            self.cache.incr(&format!("{REPLAY_PREFIX}{hash}"), TOMBSTONE_TTL)?;
-            return match self.cache.get(&format!("{TOMBSTONE_PREFIX}{hash}"))? {
-                Some(_) => {
-                    self.revoke_by_hash(&hash)?;
-                    Err(GrantError::Replayed)
-                }
-                None => Err(GrantError::Unknown),
-            };
-        };
-        Ok((decode(&bytes)?, access_token))
+    /// The token endpoint's exchange, in one cache round trip: consumes `request.code` for
+    /// `client_id` (already authenticated by the caller), and when the code is live at
+    /// `now` and the request repeats its client, `redirect_uri` and PKCE challenge,
+    /// stores a new access token for its grant, living `token_seconds` (at most
+    /// [`MAX_ACCESS_TOKEN_TTL_SECONDS`]). A code unknown to this client is
+    /// [`GrantError::Unknown`] and is not touched; a code that does not match is spent
+    /// and refused ([`GrantError::Refused`]); a code already consumed is
+    /// [`GrantError::Replayed`] and the token it gave is revoked.
+    pub fn exchange_code(&self, client_id: &str, request: &TokenRequest<'_>, now: Timestamp, token_seconds: u64) -> Result<Exchanged, GrantError> {
+        let (r, access_token) = redemption(client_id, request, now, token_seconds);
+        let outcome = self.cache.redeem(&r)?;
+        exchanged(outcome, client_id, request, now, access_token)
     }
 
-    /// Stores `token` (drawn by [`GrantStore::redeem_code`]) for `grant`, and, in the same
-    /// round trip, looks for a replay of `code` seen meanwhile: then revokes it and
-    /// answers [`GrantError::Replayed`].
-    pub fn store_token_confirming(&self, token: &str, grant: &Issued<Grant>, code: &str, now: Timestamp) -> Result<(), GrantError> {
-        let ttl = grant.seconds_left(now).min(MAX_ACCESS_TOKEN_TTL_SECONDS);
-        let hash = code_hash(&grant.value.client_id, code);
-        let replay = self.cache.put_then_get(
-            &format!("{ACCESS_TOKEN_PREFIX}{}", token_hash(token)),
-            &encode(grant)?,
-            Duration::from_secs(ttl),
-            &format!("{REPLAY_PREFIX}{hash}"),
-        )?;
-        if replay.is_some() {
-            self.revoke_by_hash(&hash)?;
-            return Err(GrantError::Replayed);
-        }
-        Ok(())
-    }
-
-    fn revoke_by_hash(&self, code_hash: &str) -> Result<usize, CacheError> {
-        let Some(bytes) = self.cache.get(&format!("{TOMBSTONE_PREFIX}{code_hash}"))? else {
-            return Ok(0);
-        };
-        let issued: Vec<String> = decode(&bytes)?;
-        for at in &issued {
-            self.cache.delete(&format!("{ACCESS_TOKEN_PREFIX}{at}"))?;
-        }
-        if !issued.is_empty() {
-            tracing::warn!(code = %&code_hash[..12], revoked = issued.len(), "code rejoué : jetons révoqués");
-        }
-        Ok(issued.len())
+    /// [`GrantStore::exchange_code`] from async code: the same single round trip, on the
+    /// cache's async connection (inline for the in-process cache), off the blocking pool.
+    pub async fn exchange_code_async(&self, client_id: &str, request: &TokenRequest<'_>, now: Timestamp, token_seconds: u64) -> Result<Exchanged, GrantError> {
+        let (r, access_token) = redemption(client_id, request, now, token_seconds);
+        let outcome = self.cache.redeem_async(r).await?;
+        exchanged(outcome, client_id, request, now, access_token)
     }
 
     /// The grant of a live access token; `None` when unknown, revoked or expired by `now`.

@@ -54,43 +54,6 @@ fn an_unreachable_redis_is_reported_not_hidden() {
 }
 
 #[test]
-fn take_and_mark_marks_only_when_it_took_and_once_under_concurrency() {
-    for c in caches() {
-        let k = c.kind();
-        assert_eq!(c.take_and_mark("absent", "absent-mark", b"m", Duration::from_secs(30)).unwrap(), None, "{k}");
-        assert_eq!(c.get("absent-mark").unwrap(), None, "{k}: nothing taken, nothing marked");
-        c.put("code", b"v", Duration::from_secs(30)).unwrap();
-        let winners: usize = std::thread::scope(|s| {
-            let hs: Vec<_> = (0..8)
-                .map(|_| {
-                    let c = c.clone();
-                    s.spawn(move || c.take_and_mark("code", "code-mark", b"m", Duration::from_secs(30)).unwrap().is_some() as usize)
-                })
-                .collect();
-            hs.into_iter().map(|h| h.join().unwrap()).sum()
-        });
-        assert_eq!(winners, 1, "{k}");
-        assert_eq!(c.get("code-mark").unwrap().as_deref(), Some(&b"m"[..]), "{k}");
-        c.put("short", b"v", Duration::from_secs(30)).unwrap();
-        c.take_and_mark("short", "short-mark", b"m", Duration::from_secs(1)).unwrap();
-        std::thread::sleep(Duration::from_millis(1500));
-        assert_eq!(c.get("short-mark").unwrap(), None, "{k}: the mark has its own ttl");
-    }
-}
-
-#[test]
-fn put_then_get_writes_then_reads_in_order() {
-    for c in caches() {
-        let k = c.kind();
-        assert_eq!(c.put_then_get("a", b"1", Duration::from_secs(30), "b").unwrap(), None, "{k}");
-        assert_eq!(c.get("a").unwrap().as_deref(), Some(&b"1"[..]), "{k}");
-        assert_eq!(c.put_then_get("b", b"2", Duration::from_secs(30), "b").unwrap().as_deref(), Some(&b"2"[..]), "{k}: the read sees the write");
-        c.incr("marker", Duration::from_secs(30)).unwrap();
-        assert_eq!(c.put_then_get("c", b"3", Duration::from_secs(30), "marker").unwrap().as_deref(), Some(&b"1"[..]), "{k}");
-    }
-}
-
-#[test]
 fn replace_writes_over_a_live_value_only() {
     for c in caches() {
         assert!(!c.replace("session", b"state", Duration::from_secs(30)).unwrap(), "{}: nothing to replace", c.kind());

@@ -5,10 +5,10 @@ use broker_core::capability::{ActingFor, AidantFacts, AidantId, InOrganisation, 
 use broker_core::mandat::{AutorisationFacts, MandatFacts};
 use broker_core::oidc::claims::Scope;
 use broker_core::oidc::error::{ErrorCode, OAuthError};
-use broker_core::oidc::grant::{check_redemption, Grant, Issued, RedemptionRefusal, TokenRequest};
+use broker_core::oidc::grant::{Grant, Issued, RedemptionRefusal, TokenRequest};
 use broker_core::{Demarche, Timestamp};
 use broker_store::cache::{Cache, CacheError, InProcess, Redis};
-use broker_store::oidc_state::{code_hash, token_hash, GrantError, GrantStore, MAX_CODE_TTL_SECONDS};
+use broker_store::oidc_state::{code_hash, token_hash, Exchanged, GrantError, GrantStore, MAX_CODE_TTL_SECONDS};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -145,82 +145,129 @@ fn code_for(c: &dyn Cache, lifetime: u64) -> String {
     GrantStore::new(c).issue_code(&Issued::new(grant(), now(), lifetime)).unwrap()
 }
 
-/// The token endpoint's path: redeem, check, store the access token.
+fn request<'a>(code: &'a str, redirect: &'a str, verifier: Option<&'a str>) -> TokenRequest<'a> {
+    TokenRequest { code, redirect_uri: redirect, code_verifier: verifier }
+}
+
+/// The token endpoint's exchange (one cache step): the access token, or why not.
+fn redeem(c: &dyn Cache, client: &str, code: &str, redirect: &str, at: Timestamp) -> Result<Exchanged, GrantError> {
+    GrantStore::new(c).exchange_code(client, &request(code, redirect, None), at, 120)
+}
+
 fn exchange(c: &dyn Cache, client: &str, code: &str, redirect: &str, at: Timestamp) -> Result<String, String> {
-    let grants = GrantStore::new(c);
-    let (issued, token) = grants.redeem_code(client, code).map_err(|e| e.to_string())?;
-    let request = TokenRequest { code, redirect_uri: redirect, code_verifier: None };
-    check_redemption(&issued, client, &request, at).map_err(|e| e.to_string())?;
-    grants.store_token_confirming(&token, &Issued::new(issued.value, at, 120), code, at).map_err(|e| e.to_string())?;
-    Ok(token)
+    redeem(c, client, code, redirect, at).map(|e| e.access_token).map_err(|e| e.to_string())
+}
+
+/// The same exchange over the async path, on a runtime of its own.
+fn redeem_async(c: &dyn Cache, client: &str, code: &str, redirect: &str, verifier: Option<&str>, at: Timestamp) -> Result<Exchanged, GrantError> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(GrantStore::new(c).exchange_code_async(client, &request(code, redirect, verifier), at, 120))
 }
 
 #[test]
-fn a_code_is_redeemed_once_with_its_grant() {
+fn a_code_is_exchanged_once_for_a_stored_token() {
     for (c, _) in caches() {
         let k = c.kind();
         let grants = GrantStore::new(&*c);
         let code = code_for(&*c, 60);
         assert_eq!(code.len(), 43, "{k}");
-        let (got, token) = grants.redeem_code(CLIENT, &code).unwrap();
-        assert_eq!(got.value, grant(), "{k}: the grant comes back whole");
-        assert_eq!((got.issued_at, got.expires_at), (now(), now().plus_seconds(60)));
-        assert_eq!(token.len(), 43);
-        assert_eq!(grants.redeem_code(CLIENT, &code), Err(GrantError::Replayed), "{k}");
-        assert_eq!(grants.redeem_code(CLIENT, "never-issued-code"), Err(GrantError::Unknown), "{k}");
+        let got = redeem(&*c, CLIENT, &code, REDIRECT, now()).unwrap();
+        assert_eq!(got.code.value, grant(), "{k}: the grant comes back whole");
+        assert_eq!((got.code.issued_at, got.code.expires_at), (now(), now().plus_seconds(60)));
+        assert_eq!(got.access_token.len(), 43);
+        let stored = grants.token(&got.access_token, now()).unwrap().expect("stored with the exchange");
+        assert_eq!(stored, Issued::new(grant(), now(), 120), "{k}: the token's grant, from now for 120 s");
+        assert_eq!(redeem(&*c, CLIENT, &code, REDIRECT, now()), Err(GrantError::Replayed), "{k}");
+        assert_eq!(redeem(&*c, CLIENT, "never-issued-code", REDIRECT, now()), Err(GrantError::Unknown), "{k}");
     }
 }
 
 #[test]
-fn of_eight_concurrent_redemptions_exactly_one_wins() {
+fn the_async_exchange_is_the_same_step() {
     for (c, _) in caches() {
         let k = c.kind();
-        for _round in 0..5 {
+        let grants = GrantStore::new(&*c);
+        let code = code_for(&*c, 60);
+        let got = redeem_async(&*c, CLIENT, &code, REDIRECT, None, now()).unwrap();
+        assert_eq!(got.code.value, grant(), "{k}");
+        assert!(grants.token(&got.access_token, now()).unwrap().is_some(), "{k}");
+        assert_eq!(redeem_async(&*c, CLIENT, &code, REDIRECT, None, now()), Err(GrantError::Replayed), "{k}");
+        assert_eq!(grants.token(&got.access_token, now()).unwrap(), None, "{k}: revoked by the replay");
+        assert_eq!(redeem_async(&*c, "attacker", &code, REDIRECT, None, now()), Err(GrantError::Unknown), "{k}");
+        let code = code_for(&*c, 30);
+        assert_eq!(
+            redeem_async(&*c, CLIENT, &code, REDIRECT, None, now().plus_seconds(30)),
+            Err(GrantError::Refused(RedemptionRefusal::Expired)),
+            "{k}"
+        );
+        assert_eq!(redeem_async(&*c, CLIENT, &code, REDIRECT, None, now()), Err(GrantError::Replayed), "{k}: spent");
+        // A code from the sync path is redeemed by the async one, and the other way round.
+        let code = code_for(&*c, 60);
+        assert!(redeem_async(&*c, CLIENT, &code, REDIRECT, None, now()).is_ok(), "{k}");
+        assert_eq!(redeem(&*c, CLIENT, &code, REDIRECT, now()), Err(GrantError::Replayed), "{k}");
+    }
+}
+
+#[test]
+fn of_eight_concurrent_exchanges_exactly_one_gets_a_token_and_the_others_revoke_it() {
+    for (c, _) in caches() {
+        let k = c.kind();
+        for round in 0..5 {
             let code = code_for(&*c, 60);
-            let results: Vec<Result<(Issued<Grant>, String), GrantError>> = std::thread::scope(|s| {
-                let hs: Vec<_> = (0..8)
-                    .map(|_| {
-                        let (c, code) = (c.clone(), code.clone());
-                        s.spawn(move || GrantStore::new(&*c).redeem_code(CLIENT, &code))
-                    })
-                    .collect();
-                hs.into_iter().map(|h| h.join().unwrap()).collect()
-            });
-            assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1, "{k}");
-            for r in results.iter().filter(|r| r.is_err()) {
-                assert!(
-                    matches!(r, Err(GrantError::Replayed | GrantError::Unknown)),
-                    "{k}: losers are refused as replays (or unknown while the winner writes the tombstone): {r:?}"
-                );
-            }
+            let asynchronous = round % 2 == 1;
+            let results: Vec<Result<Exchanged, GrantError>> = if asynchronous {
+                let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap();
+                rt.block_on(async {
+                    let tasks: Vec<_> = (0..8)
+                        .map(|_| {
+                            let (c, code) = (c.clone(), code.clone());
+                            tokio::spawn(async move { GrantStore::new(&*c).exchange_code_async(CLIENT, &request(&code, REDIRECT, None), now(), 120).await })
+                        })
+                        .collect();
+                    let mut out = Vec::new();
+                    for t in tasks {
+                        out.push(t.await.unwrap());
+                    }
+                    out
+                })
+            } else {
+                std::thread::scope(|s| {
+                    let hs: Vec<_> = (0..8)
+                        .map(|_| {
+                            let (c, code) = (c.clone(), code.clone());
+                            s.spawn(move || redeem(&*c, CLIENT, &code, REDIRECT, now()))
+                        })
+                        .collect();
+                    hs.into_iter().map(|h| h.join().unwrap()).collect()
+                })
+            };
+            let winners: Vec<&Exchanged> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+            assert_eq!(winners.len(), 1, "{k} (async: {asynchronous}): {results:?}");
+            assert_eq!(results.iter().filter(|r| **r == Err(GrantError::Replayed)).count(), 7, "{k}: the others are replays");
+            assert_eq!(GrantStore::new(&*c).token(&winners[0].access_token, now()).unwrap(), None, "{k}: and revoked the one token");
         }
     }
 }
 
 #[test]
-fn the_token_endpoint_path_revokes_its_token_on_a_replay_before_or_after_storing_it() {
+fn a_replay_revokes_the_token_and_leaves_other_codes_tokens_alone() {
     for (c, _) in caches() {
         let k = c.kind();
         let grants = GrantStore::new(&*c);
         let t = now().plus_seconds(1);
-        // Replay after the token is stored: the replay revokes it.
         let code = code_for(&*c, 60);
         let at = exchange(&*c, CLIENT, &code, REDIRECT, t).unwrap();
-        assert!(grants.token(&at, t).unwrap().is_some(), "{k}");
-        assert_eq!(grants.redeem_code(CLIENT, &code), Err(GrantError::Replayed), "{k}");
-        assert_eq!(grants.token(&at, t).unwrap(), None, "{k}: revoked by the replay");
-
-        // Replay between the redemption and the storing: the redeemer sees it and revokes.
-        let code = code_for(&*c, 60);
-        let (issued, at) = grants.redeem_code(CLIENT, &code).unwrap();
-        assert_eq!(grants.redeem_code(CLIENT, &code), Err(GrantError::Replayed), "{k}");
-        assert_eq!(grants.store_token_confirming(&at, &Issued::new(issued.value, t, 120), &code, t), Err(GrantError::Replayed), "{k}");
-        assert_eq!(grants.token(&at, t).unwrap(), None, "{k}");
-
-        // Another code's token is not touched by these replays.
         let other = code_for(&*c, 60);
         let other_at = exchange(&*c, CLIENT, &other, REDIRECT, t).unwrap();
-        assert!(grants.token(&other_at, t).unwrap().is_some(), "{k}");
+        assert!(grants.token(&at, t).unwrap().is_some(), "{k}");
+        assert_eq!(redeem(&*c, CLIENT, &code, REDIRECT, t), Err(GrantError::Replayed), "{k}");
+        assert_eq!(grants.token(&at, t).unwrap(), None, "{k}: revoked by the replay");
+        assert_eq!(redeem(&*c, CLIENT, &code, REDIRECT, t), Err(GrantError::Replayed), "{k}: and again");
+        assert!(grants.token(&other_at, t).unwrap().is_some(), "{k}: another code's token is not touched");
+        // A code spent by a refused exchange is a replay too (it gave no token).
+        let code = code_for(&*c, 60);
+        assert!(redeem(&*c, CLIENT, &code, "https://ailleurs.test/cb", t).is_err(), "{k}");
+        assert_eq!(redeem(&*c, CLIENT, &code, REDIRECT, t), Err(GrantError::Replayed), "{k}");
     }
 }
 
@@ -228,10 +275,9 @@ fn the_token_endpoint_path_revokes_its_token_on_a_replay_before_or_after_storing
 fn an_expired_code_or_another_redirect_is_refused_by_the_checklist_and_the_code_is_spent() {
     for (c, _) in caches() {
         let k = c.kind();
-        let grants = GrantStore::new(&*c);
         let code = code_for(&*c, 30);
-        assert!(exchange(&*c, CLIENT, &code, REDIRECT, now().plus_seconds(30)).unwrap_err().contains("expiré"), "{k}: refused by the clock");
-        assert_eq!(grants.redeem_code(CLIENT, &code), Err(GrantError::Replayed), "{k}: and consumed");
+        assert_eq!(redeem(&*c, CLIENT, &code, REDIRECT, now().plus_seconds(30)), Err(GrantError::Refused(RedemptionRefusal::Expired)), "{k}: refused by the clock");
+        assert_eq!(redeem(&*c, CLIENT, &code, REDIRECT, now()), Err(GrantError::Replayed), "{k}: and consumed");
         for wrong in [
             "https://core.fc.test/api/v2/oidc-callback/",
             "https://core.fc.test/api/v2/oidc-callback?x=1",
@@ -240,11 +286,39 @@ fn an_expired_code_or_another_redirect_is_refused_by_the_checklist_and_the_code_
             "",
         ] {
             let code = code_for(&*c, 60);
-            assert!(exchange(&*c, CLIENT, &code, wrong, now()).unwrap_err().contains("redirect_uri"), "{k}: {wrong:?}");
-            assert_eq!(grants.redeem_code(CLIENT, &code), Err(GrantError::Replayed), "{k}: {wrong:?}");
+            assert_eq!(redeem(&*c, CLIENT, &code, wrong, now()), Err(GrantError::Refused(RedemptionRefusal::OtherRedirect)), "{k}: {wrong:?}");
+            assert_eq!(redeem(&*c, CLIENT, &code, REDIRECT, now()), Err(GrantError::Replayed), "{k}: {wrong:?}");
         }
         let code = code_for(&*c, 60);
         assert!(exchange(&*c, CLIENT, &code, REDIRECT, now().plus_seconds(29)).is_ok(), "{k}");
+    }
+}
+
+#[test]
+fn pkce_binds_the_code_to_its_verifier() {
+    let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+    let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"; // RFC 7636 appendix B
+    for (c, _) in caches() {
+        let k = c.kind();
+        let issue = || GrantStore::new(&*c).issue_code(&Issued::new(Grant { code_challenge: Some(challenge.into()), ..grant() }, now(), 60)).unwrap();
+        let wrong = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXK";
+        let malformed = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjX!";
+        for bad in [None, Some(wrong), Some(malformed)] {
+            let code = issue();
+            let got = GrantStore::new(&*c).exchange_code(CLIENT, &request(&code, REDIRECT, bad), now(), 120);
+            assert_eq!(got, Err(GrantError::Refused(RedemptionRefusal::Pkce)), "{k}: {bad:?}");
+        }
+        let code = issue();
+        assert!(GrantStore::new(&*c).exchange_code(CLIENT, &request(&code, REDIRECT, Some(verifier)), now(), 120).is_ok(), "{k}");
+        let code = issue();
+        assert!(redeem_async(&*c, CLIENT, &code, REDIRECT, Some(verifier), now()).is_ok(), "{k}: async");
+        // A verifier for a code issued without a challenge is refused.
+        let code = code_for(&*c, 60);
+        assert_eq!(
+            GrantStore::new(&*c).exchange_code(CLIENT, &request(&code, REDIRECT, Some(verifier)), now(), 120),
+            Err(GrantError::Refused(RedemptionRefusal::Pkce)),
+            "{k}"
+        );
     }
 }
 
@@ -254,7 +328,7 @@ fn another_client_is_refused_without_spending_the_code() {
         let k = c.kind();
         let code = code_for(&*c, 60);
         for other in ["attacker", "franceconnect-cor", &format!("{CLIENT}x")] {
-            assert_eq!(GrantStore::new(&*c).redeem_code(other, &code).map(|_| ()), Err(GrantError::Unknown), "{k}: {other}");
+            assert_eq!(redeem(&*c, other, &code, REDIRECT, now()).map(|_| ()), Err(GrantError::Unknown), "{k}: {other}");
         }
         assert!(exchange(&*c, CLIENT, &code, REDIRECT, now().plus_seconds(1)).is_ok(), "{k}: the rightful client still redeems it");
     }
@@ -266,7 +340,7 @@ fn a_code_disappears_from_the_cache_after_its_ttl_capped_at_sixty_seconds() {
         let k = c.kind();
         let code = GrantStore::new(&*c).issue_code(&Issued::new(grant(), Timestamp::now(), 1)).unwrap();
         std::thread::sleep(Duration::from_millis(1200));
-        assert_eq!(GrantStore::new(&*c).redeem_code(CLIENT, &code).map(|_| ()), Err(GrantError::Unknown), "{k}");
+        assert_eq!(redeem(&*c, CLIENT, &code, REDIRECT, Timestamp::now()).map(|_| ()), Err(GrantError::Unknown), "{k}");
         if let Some(prefix) = &prefix {
             code_for(&*c, 3600);
             let ttls: Vec<i64> = redis_dump(prefix).into_iter().filter(|(key, _, _)| key.contains("oidc:code:")).map(|(_, _, ttl)| ttl).collect();
@@ -364,6 +438,14 @@ fn an_unreachable_cache_is_an_error_not_an_unknown_code() {
     let r = Redis::new("redis://127.0.0.1:1", "x:").unwrap();
     let grants = GrantStore::new(&r);
     assert!(grants.issue_code(&Issued::new(grant(), now(), 60)).is_err());
-    assert!(matches!(grants.redeem_code(CLIENT, "whatever"), Err(GrantError::Cache(_))));
+    assert!(matches!(redeem(&r, CLIENT, "whatever", REDIRECT, now()), Err(GrantError::Cache(_))));
     assert!(grants.token("whatever", now()).is_err());
+    let started = std::time::Instant::now();
+    assert!(matches!(redeem_async(&r, CLIENT, "whatever", REDIRECT, None, now()), Err(GrantError::Cache(_))), "the async path fails fast while the breaker is open");
+    assert!(started.elapsed() < Duration::from_millis(100), "{:?}", started.elapsed());
+    let fresh = Redis::new("redis://127.0.0.1:1", "x:").unwrap();
+    let started = std::time::Instant::now();
+    assert!(matches!(redeem_async(&fresh, CLIENT, "whatever", REDIRECT, None, now()), Err(GrantError::Cache(_))), "the async path reports a refused connection");
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(fresh.unreachable(), "and opens the breaker");
 }

@@ -69,6 +69,9 @@ pub struct AppState {
     pub journal_key: Option<Arc<broker_core::checkpoint::JournalKey>>,
     /// Registered clients, read through a short-lived copy.
     pub clients: Arc<broker_store::idp::ClientCache>,
+    /// The same clients as `/token` uses them (with what it derives from each), kept as
+    /// long as `clients` keeps its copies.
+    pub token_clients: Arc<oidc::token::TokenClients>,
 }
 
 pub struct ServeOptions {

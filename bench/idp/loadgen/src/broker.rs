@@ -13,7 +13,7 @@ use broker_core::{Demarche, Timestamp};
 use broker_store::cache::Redis;
 use broker_core::capability::{ActingFor, AidantId};
 use broker_core::oidc::claims::Scope;
-use broker_core::oidc::grant::{Grant, Issued};
+use broker_core::oidc::grant::{Grant, Issued, TokenRequest};
 use broker_store::oidc_state::GrantStore;
 use broker_store::seal::Sealer;
 use broker_store::{admin, mandats, DatabaseUrl, Db};
@@ -25,6 +25,10 @@ use std::time::{Duration, Instant};
 /// The lifetime the broker gives its codes (`/authorize`) and access tokens (`/token`).
 pub const CODE_SECONDS: u64 = 60;
 pub const ACCESS_TOKEN_SECONDS: u64 = 120;
+
+/// The seeded usager's given name, which `/userinfo` must answer (its `sub` is the
+/// client's pairwise subject, not the broker id).
+pub const USAGER_GIVEN_NAME: &str = "Angela Claire Louise";
 
 /// What the seeding created: everything a code or an access token is bound to.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -69,7 +73,7 @@ pub fn seed(db: &Db, redirect_uri: &str) -> anyhow::Result<Seeded> {
     let now = Timestamp::now();
     let sub = usager_key(&random_bytes::<32>(), "banc-d-essai-usager");
     let pivot = IdentitePivot {
-        given_name: "Angela Claire Louise".into(),
+        given_name: USAGER_GIVEN_NAME.into(),
         family_name: "Dubois".into(),
         preferred_username: None,
         birthdate: "1962-08-24".into(),
@@ -131,9 +135,9 @@ fn grant(s: &Seeded) -> Grant {
 /// exchanged.
 fn access_token(grants: GrantStore<'_>, s: &Seeded, now: Timestamp) -> anyhow::Result<String> {
     let code = grants.issue_code(&Issued::new(grant(s), now, CODE_SECONDS))?;
-    let (issued, token) = grants.redeem_code(&s.client_id, &code).map_err(|e| anyhow::anyhow!("{e}"))?;
-    grants.store_token_confirming(&token, &Issued::new(issued.value, now, ACCESS_TOKEN_SECONDS), &code, now).map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(token)
+    let request = TokenRequest { code: &code, redirect_uri: &s.redirect_uri, code_verifier: None };
+    let exchanged = grants.exchange_code(&s.client_id, &request, now, ACCESS_TOKEN_SECONDS).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(exchanged.access_token)
 }
 
 fn hex_token() -> String {

@@ -131,6 +131,26 @@ enum Command {
         #[command(flatten)]
         load: LoadArgs,
     },
+    /// POST load on node-oidc-provider's /token with the authorization_code grant
+    /// (client_secret_post), one fresh code per request, minted by the reference's own
+    /// models (`GET <mint-url>?n=N` answers N codes, one a line); the id_token must be an
+    /// ES256 JWT.
+    AuthorizationCode {
+        /// The token endpoint's URL.
+        #[arg(long)]
+        url: String,
+        /// The minting endpoint (`server.js` with `MINT_PORT`: http://127.0.0.1:PORT/mint).
+        #[arg(long)]
+        mint_url: String,
+        #[arg(long)]
+        client_id: String,
+        #[arg(long)]
+        client_secret: String,
+        #[arg(long)]
+        redirect_uri: String,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
     /// POST load on the broker's /token, one fresh authorization code per request.
     Token {
         #[command(flatten)]
@@ -191,6 +211,20 @@ fn has_es256_jwt(body: &str, field: &str) -> bool {
             .ok()
             .and_then(|h| serde_json::from_slice::<serde_json::Value>(&h).ok())
             .is_some_and(|h| h.get("alg").and_then(|a| a.as_str()) == Some("ES256"))
+}
+
+/// `n` authorization codes from the reference's minting endpoint (`GET path?n=N`, one
+/// code a line).
+fn minted_codes(target: &Target, path: &str, n: usize) -> anyhow::Result<Vec<String>> {
+    let (status, body) = http::probe(target, &target.get(&format!("{path}?n={n}"), &[("Connection", "close")]))?;
+    if status != 200 {
+        bail!("minting {n} codes: status {status}: {}", body.chars().take(400).collect::<String>());
+    }
+    let codes: Vec<String> = body.lines().filter(|l| !l.is_empty()).map(str::to_owned).collect();
+    if codes.len() != n {
+        bail!("minting {n} codes: {} received", codes.len());
+    }
+    Ok(codes)
 }
 
 /// Runs the single-use phase of `/token` or `/userinfo`: a warm-up on a first batch,
@@ -261,6 +295,26 @@ fn main() -> anyhow::Result<()> {
             }
             load.measure(|| http::run(&target, Requests::Repeat(req), load.load(load.seconds)))?;
         }
+        Command::AuthorizationCode { url, mint_url, client_id, client_secret, redirect_uri, load } => {
+            let (target, path) = split_url(&url)?;
+            let (mint_target, mint_path) = split_url(&mint_url)?;
+            let make = |code: &str| {
+                target.post_form(
+                    &path,
+                    &[
+                        ("grant_type", "authorization_code"),
+                        ("code", code),
+                        ("redirect_uri", &redirect_uri),
+                        ("client_id", &client_id),
+                        ("client_secret", &client_secret),
+                    ],
+                )
+            };
+            let mint = |n: usize| minted_codes(&mint_target, &mint_path, n);
+            let first = mint(1)?;
+            check(&load.label, http::probe(&target, &make(&first[0]))?, |b| has_es256_jwt(b, "id_token") && b.contains("\"access_token\""))?;
+            single_use(&load, broker::Mint::Codes, make, &target, mint)?;
+        }
         Command::Token { broker: b, load } => {
             let seeded: broker::Seeded = serde_json::from_slice(&std::fs::read(&b.seeded)?)?;
             let cache = Redis::new(&b.redis, &b.prefix)?;
@@ -287,7 +341,7 @@ fn main() -> anyhow::Result<()> {
             let target = Target::parse(&b.url)?;
             let make = |token: &str| target.get("/userinfo", &[("Authorization", &format!("Bearer {token}"))]);
             let first = broker::mint(&cache, &seeded, broker::Mint::AccessTokens, 1)?;
-            check(&load.label, http::probe(&target, &make(&first[0]))?, |b| b.contains(&seeded.usager_sub) && b.contains("given_name"))?;
+            check(&load.label, http::probe(&target, &make(&first[0]))?, |b| b.contains(&format!("\"given_name\":\"{}\"", broker::USAGER_GIVEN_NAME)))?;
             single_use(&load, broker::Mint::AccessTokens, make, &target, |n| broker::mint(&cache, &seeded, broker::Mint::AccessTokens, n))?;
         }
         Command::Insert { database_url, load } => {

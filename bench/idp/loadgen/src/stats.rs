@@ -104,8 +104,9 @@ struct Row {
     target: f64,
 }
 
-const ROWS: [Row; 4] = [
-    Row { endpoint: "/token", broker: "broker.token", reference: "node.token", reference_name: "node-oidc-provider /token", target: 2.0 },
+const ROWS: [Row; 5] = [
+    Row { endpoint: "/token", broker: "broker.token", reference: "node.token-code", reference_name: "node authorization_code", target: 2.0 },
+    Row { endpoint: "/token", broker: "broker.token", reference: "node.token", reference_name: "node client_credentials", target: 2.0 },
     Row { endpoint: "/userinfo", broker: "broker.userinfo", reference: "pg.insert", reference_name: "PostgreSQL INSERT tx", target: 0.8 },
     Row { endpoint: "discovery", broker: "broker.discovery", reference: "node.discovery", reference_name: "node-oidc-provider", target: 2.0 },
     Row { endpoint: "/jwks", broker: "broker.jwks", reference: "node.jwks", reference_name: "node-oidc-provider", target: 2.0 },

@@ -501,11 +501,13 @@ fn printable(v: &str) -> String {
 /// At the token endpoint: `BASE64URL-NOPAD(SHA-256(verifier)) == challenge`, compared
 /// in constant time; the verifier must be 43 to 128 unreserved characters.
 pub fn verify_pkce(challenge: &str, verifier: &str) -> bool {
-    if !is_pkce_value(verifier) {
-        return false;
-    }
-    let computed = BASE64URL_NOPAD.encode(&Sha256::digest(verifier.as_bytes()));
-    constant_time_eq(computed.as_bytes(), challenge.as_bytes())
+    pkce_s256(verifier).is_some_and(|computed| constant_time_eq(computed.as_bytes(), challenge.as_bytes()))
+}
+
+/// The S256 challenge of a well-formed verifier (RFC 7636 §4.1, §4.2); `None` for a
+/// malformed one, which matches no challenge.
+pub fn pkce_s256(verifier: &str) -> Option<String> {
+    is_pkce_value(verifier).then(|| BASE64URL_NOPAD.encode(&Sha256::digest(verifier.as_bytes())))
 }
 
 #[cfg(test)]

@@ -121,6 +121,7 @@ pub(super) fn serve(s: &Settings) -> Result<(), Failure> {
         usager_salt: keys.usager_salt,
         journal_key: Some(journal_key),
         clients: Arc::new(broker_store::idp::ClientCache::new(std::time::Duration::from_secs(s.client_cache_seconds))),
+        token_clients: Arc::new(broker_web::oidc::token::TokenClients::new(std::time::Duration::from_secs(s.client_cache_seconds))),
     };
     let opts = broker_web::ServeOptions {
         listen: s.listen.clone(),

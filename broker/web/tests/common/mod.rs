@@ -70,6 +70,7 @@ pub fn world(t: TestDb) -> World {
         usager_salt: [5u8; 32],
         journal_key: None,
         clients: Arc::new(broker_store::idp::ClientCache::new(std::time::Duration::from_secs(10))),
+        token_clients: Arc::new(broker_web::oidc::token::TokenClients::new(std::time::Duration::from_secs(10))),
     });
     World { t, state, clock, smtp, email, seed, aidant_id: a.id, _outbox: outbox }
 }
