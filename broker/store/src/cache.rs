@@ -71,6 +71,12 @@ pub trait Cache: Send + Sync {
     fn redeem_async<'a>(&'a self, r: Redemption) -> CacheFuture<'a, Redeemed> {
         Box::pin(std::future::ready(self.redeem(&r)))
     }
+
+    /// [`Cache::get`] from async code, as [`Cache::redeem_async`]: this default runs
+    /// inline; a cache that does I/O overrides it.
+    fn get_async<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Option<Vec<u8>>> {
+        Box::pin(std::future::ready(self.get(key)))
+    }
 }
 
 /// A cache's own calls as the steps of a redemption.
@@ -378,6 +384,22 @@ impl Cache for Redis {
         let mut c = self.conn()?;
         let out = self.redeem_invocation(r).invoke(&mut *c).map_err(|e| self.failed(e))?;
         redeemed(out)
+    }
+
+    fn get_async<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Option<Vec<u8>>> {
+        Box::pin(async move {
+            let (runtime, mut c) = self.async_conn()?;
+            match redis::cmd("GET").arg(self.k(key)).query_async::<Option<Vec<u8>>>(&mut c).await {
+                Ok(v) => {
+                    self.breaker.close();
+                    Ok(v)
+                }
+                Err(e) => {
+                    self.forget_async_conn(runtime);
+                    Err(self.failed(e))
+                }
+            }
+        })
     }
 
     fn redeem_async<'a>(&'a self, r: Redemption) -> CacheFuture<'a, Redeemed> {

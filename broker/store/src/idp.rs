@@ -46,15 +46,20 @@ impl ClientCache {
         ClientCache { ttl, entries: RwLock::new(HashMap::new()) }
     }
 
+    /// The copy of the active client `client_id` read less than `ttl` ago, if any: no
+    /// database call (async callers try this first).
+    pub fn fresh(&self, client_id: &str) -> Option<Arc<Client>> {
+        if self.ttl.is_zero() {
+            return None;
+        }
+        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        entries.get(client_id).filter(|(_, at)| at.elapsed() < self.ttl).map(|(client, _)| client.clone())
+    }
+
     /// The active client `client_id`, as [`find_client`] answers it at most `ttl` ago.
     pub fn get(&self, db: &Db, client_id: &str) -> Result<Option<Arc<Client>>, StoreError> {
-        if !self.ttl.is_zero() {
-            let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
-            if let Some((client, at)) = entries.get(client_id) {
-                if at.elapsed() < self.ttl {
-                    return Ok(Some(client.clone()));
-                }
-            }
+        if let Some(client) = self.fresh(client_id) {
+            return Ok(Some(client));
         }
         let found = find_client(db, client_id)?.map(Arc::new);
         if !self.ttl.is_zero() {

@@ -270,6 +270,16 @@ impl<'a> GrantStore<'a> {
         Ok(grant.live_at(now).then_some(grant))
     }
 
+    /// [`GrantStore::token`] from async code, without the blocking pool.
+    pub async fn token_async(&self, token: &str, now: Timestamp) -> Result<Option<Issued<Grant>>, CacheError> {
+        let key = format!("{ACCESS_TOKEN_PREFIX}{}", token_hash(token));
+        let Some(bytes) = self.cache.get_async(&key).await? else {
+            return Ok(None);
+        };
+        let grant: Issued<Grant> = decode(&bytes)?;
+        Ok(grant.live_at(now).then_some(grant))
+    }
+
     pub fn revoke_token(&self, token: &str) -> Result<(), CacheError> {
         self.cache.delete(&format!("{ACCESS_TOKEN_PREFIX}{}", token_hash(token)))
     }

@@ -70,13 +70,22 @@ struct Presented {
 }
 
 /// Reads the token and its client, and works out what this client is told about who.
-fn presented(state: &AppState, token: &str, now: Timestamp) -> Result<Result<Presented, Answer>, OAuthError> {
+/// Neither the cache nor (within its copy's lifetime) the client needs a thread of the
+/// blocking pool.
+async fn presented(state: &web::Data<AppState>, token: &str, now: Timestamp) -> Result<Result<Presented, Answer>, OAuthError> {
     let grants = GrantStore::new(state.cache.as_ref());
-    let Some(issued) = grants.token(token, now).map_err(OAuthError::internal)? else {
+    let Some(issued) = grants.token_async(token, now).await.map_err(OAuthError::internal)? else {
         return Ok(Err(Answer::Refused("Jeton inconnu, expiré ou révoqué.")));
     };
     let grant = issued.value;
-    let Some(client) = state.clients.get(&state.db, &grant.client_id).map_err(OAuthError::internal)? else {
+    let client = match state.clients.fresh(&grant.client_id) {
+        Some(client) => Some(client),
+        None => {
+            let (st, id) = (state.clone(), grant.client_id.clone());
+            web::block(move || st.clients.get(&st.db, &id)).await.map_err(OAuthError::internal)?.map_err(OAuthError::internal)?
+        }
+    };
+    let Some(client) = client else {
         return Ok(Err(Answer::Refused("Ce service en ligne n'est plus autorisé.")));
     };
     let (sub, act) = subject_and_act(state, &client, &grant.usager_sub, grant.acting.aidant().get(), grant.acting.organisation().get())?;
@@ -85,8 +94,7 @@ fn presented(state: &AppState, token: &str, now: Timestamp) -> Result<Result<Pre
 
 async fn answer(state: &web::Data<AppState>, token: String) -> Result<Answer, OAuthError> {
     let now = state.clock.now();
-    let (st, t) = (state.clone(), token.clone());
-    let p = match web::block(move || presented(&st, &t, now)).await.map_err(OAuthError::internal)?? {
+    let p = match presented(state, &token, now).await? {
         Ok(p) => p,
         Err(refused) => return Ok(refused),
     };
