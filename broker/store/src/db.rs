@@ -26,6 +26,9 @@ pub struct Db {
     breaker: Arc<crate::breaker::Breaker>,
 }
 
+/// Group-commit writers per process on PostgreSQL ([`crate::group`]).
+const GROUP_WRITERS: usize = 2;
+
 /// How long a call waits for a connection before the database counts as unreachable.
 pub const CONNECTION_WAIT: Duration = Duration::from_secs(2);
 /// How long calls then fail at once ([`crate::breaker`]).
@@ -45,7 +48,11 @@ impl Db {
             .build(Manager(url.clone()))
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let breaker = Arc::new(crate::breaker::Breaker::new(UNREACHABLE_WINDOW));
-        let writer = Arc::new(Writer::start(pool.clone(), breaker.clone()));
+        let writers = match url.backend {
+            Backend::Postgres => GROUP_WRITERS,
+            Backend::Sqlite => 1,
+        };
+        let writer = Arc::new(Writer::start(pool.clone(), breaker.clone(), writers));
         Ok(Self { pool, url: url.clone(), writer, breaker })
     }
 

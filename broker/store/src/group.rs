@@ -74,24 +74,32 @@ struct Counters {
     jobs: AtomicU64,
 }
 
-/// The writer thread and the queue to it. When the last handle goes, the thread commits
-/// what is queued and stops.
+/// The writer threads and the queue to them. When the last handle goes, the threads
+/// commit what is queued and stop.
 pub(crate) struct Writer {
     queue: Mutex<Option<mpsc::Sender<Job>>>,
-    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     counters: Arc<Counters>,
 }
 
 impl Writer {
-    pub(crate) fn start(pool: Pool, breaker: Arc<crate::breaker::Breaker>) -> Self {
+    /// `threads` writers take turns at the queue: while one commits, the next gathers
+    /// and runs its batch up to the head lock (PostgreSQL); one is enough on SQLite,
+    /// where a write transaction excludes every other.
+    pub(crate) fn start(pool: Pool, breaker: Arc<crate::breaker::Breaker>, threads: usize) -> Self {
         let (tx, rx) = mpsc::channel();
+        let rx = Arc::new(Mutex::new(rx));
         let counters = Arc::new(Counters::default());
-        let counting = counters.clone();
-        let thread = std::thread::Builder::new()
-            .name("group-commit".into())
-            .spawn(move || run(rx, pool, breaker, &counting))
-            .expect("spawn the group-commit writer");
-        Self { queue: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)), counters }
+        let threads = (0..threads.max(1))
+            .map(|i| {
+                let (rx, pool, breaker, counting) = (rx.clone(), pool.clone(), breaker.clone(), counters.clone());
+                std::thread::Builder::new()
+                    .name(format!("group-commit-{i}"))
+                    .spawn(move || run(&rx, &pool, &breaker, &counting))
+                    .expect("spawn a group-commit writer")
+            })
+            .collect();
+        Self { queue: Mutex::new(Some(tx)), threads: Mutex::new(threads), counters }
     }
 
     pub(crate) fn stats(&self) -> GroupStats {
@@ -114,7 +122,7 @@ impl Writer {
 impl Drop for Writer {
     fn drop(&mut self) {
         self.queue.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        for t in self.threads.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
             let _ = t.join();
         }
     }
@@ -129,21 +137,28 @@ fn refuse(job: Job, why: &str) {
     }
 }
 
-fn run(rx: mpsc::Receiver<Job>, pool: Pool, breaker: Arc<crate::breaker::Breaker>, counters: &Counters) {
-    while let Ok(first) = rx.recv() {
-        let mut jobs = vec![first];
-        let mut savepoints = usize::from(matches!(jobs[0], Job::Run(..)));
-        while jobs.len() < MAX_JOBS && savepoints < MAX_SAVEPOINTS {
-            match rx.try_recv() {
-                Ok(job) => {
-                    savepoints += usize::from(matches!(job, Job::Run(..)));
-                    jobs.push(job);
-                }
-                Err(_) => break,
+/// The jobs of the next batch: the first to come, then every one waiting.
+fn next_batch(rx: &Mutex<mpsc::Receiver<Job>>) -> Option<Vec<Job>> {
+    let rx = rx.lock().unwrap_or_else(|p| p.into_inner());
+    let first = rx.recv().ok()?;
+    let mut savepoints = usize::from(matches!(first, Job::Run(..)));
+    let mut jobs = vec![first];
+    while jobs.len() < MAX_JOBS && savepoints < MAX_SAVEPOINTS {
+        match rx.try_recv() {
+            Ok(job) => {
+                savepoints += usize::from(matches!(job, Job::Run(..)));
+                jobs.push(job);
             }
+            Err(_) => break,
         }
+    }
+    Some(jobs)
+}
+
+fn run(rx: &Mutex<mpsc::Receiver<Job>>, pool: &Pool, breaker: &crate::breaker::Breaker, counters: &Counters) {
+    while let Some(jobs) = next_batch(rx) {
         let n = jobs.len() as u64;
-        commit_batch(jobs, &pool, &breaker);
+        commit_batch(jobs, pool, breaker);
         counters.batches.fetch_add(1, Ordering::Relaxed);
         counters.jobs.fetch_add(n, Ordering::Relaxed);
     }
