@@ -27,7 +27,7 @@ pub struct Db {
 }
 
 /// Group-commit writers per process on PostgreSQL ([`crate::group`]).
-const GROUP_WRITERS: usize = 2;
+const GROUP_WRITERS: usize = 1;
 
 /// How long a call waits for a connection before the database counts as unreachable.
 pub const CONNECTION_WAIT: Duration = Duration::from_secs(2);

@@ -159,9 +159,10 @@ fn lock_head(conn: &mut AnyConnection) -> Result<(i64, String), StoreError> {
 }
 
 /// Numbers and chains `records` after the head, inserts them and moves the head.
-/// The caller holds the sequencing lock (SQLite's write lock, or the advisory lock).
+/// Tiles are stored as soon as they are full: only when the entries complete one.
 fn seal_and_insert(conn: &mut AnyConnection, records: Vec<(Option<i64>, Record)>) -> Result<(), StoreError> {
     let (mut seq, head_hash) = lock_head(conn)?;
+    let first = seq + 1;
     let mut prev = if seq == 0 {
         GENESIS
     } else {
@@ -189,7 +190,9 @@ fn seal_and_insert(conn: &mut AnyConnection, records: Vec<(Option<i64>, Record)>
     diesel::update(journal_head::table.find(1))
         .set((journal_head::seq.eq(seq), journal_head::chain_hash.eq(hex::encode(prev))))
         .execute(conn)?;
-    crate::tiles::extend(conn, seq)?;
+    if crate::tiles::completes_a_tile(first, seq) {
+        crate::tiles::extend(conn, seq)?;
+    }
     Ok(())
 }
 

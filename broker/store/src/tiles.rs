@@ -125,6 +125,13 @@ fn build(conn: &mut AnyConnection, level: u8, first: u64, count: u64) -> Result<
     insert(conn, level, first, &hashes).map(Some)
 }
 
+/// Whether numbering entries `first..=last` fills a level-0 tile (the only way a tile of
+/// any level becomes full).
+pub fn completes_a_tile(first: i64, last: i64) -> bool {
+    let width = TILE_WIDTH as i64;
+    first <= last && (first - 1).div_euclid(width) != last.div_euclid(width)
+}
+
 /// Stores every tile that became full now that entries are numbered up to `head_seq`,
 /// level after level. Called inside the numbering transaction, after the head moved.
 /// When more than a few tiles of a level are missing (a journal numbered before tiles
