@@ -389,33 +389,34 @@ impl Cache for Redis {
     fn get_async<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Option<Vec<u8>>> {
         Box::pin(async move {
             let (runtime, mut c) = self.async_conn()?;
-            match redis::cmd("GET").arg(self.k(key)).query_async::<Option<Vec<u8>>>(&mut c).await {
-                Ok(v) => {
-                    self.breaker.close();
-                    Ok(v)
-                }
-                Err(e) => {
-                    self.forget_async_conn(runtime);
-                    Err(self.failed(e))
-                }
-            }
+            let out = redis::cmd("GET").arg(self.k(key)).query_async::<Option<Vec<u8>>>(&mut c).await;
+            self.settle(runtime, out)
         })
     }
 
     fn redeem_async<'a>(&'a self, r: Redemption) -> CacheFuture<'a, Redeemed> {
         Box::pin(async move {
             let (runtime, mut c) = self.async_conn()?;
-            match self.redeem_invocation(&r).invoke_async(&mut c).await {
-                Ok(out) => {
-                    self.breaker.close();
-                    redeemed(out)
-                }
-                Err(e) => {
-                    self.forget_async_conn(runtime);
-                    Err(self.failed(e))
-                }
-            }
+            let out = self.redeem_invocation(&r).invoke_async(&mut c).await;
+            redeemed(self.settle(runtime, out)?)
         })
+    }
+}
+
+impl Redis {
+    /// The outcome of a call on `runtime`'s async connection: an answer closes the
+    /// breaker; an error drops the connection (the next call opens another).
+    fn settle<T>(&self, runtime: RuntimeId, out: redis::RedisResult<T>) -> Result<T, CacheError> {
+        match out {
+            Ok(v) => {
+                self.breaker.close();
+                Ok(v)
+            }
+            Err(e) => {
+                self.forget_async_conn(runtime);
+                Err(self.failed(e))
+            }
+        }
     }
 }
 
