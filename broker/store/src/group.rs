@@ -62,9 +62,9 @@ pub(crate) enum Job {
 /// What the writer has committed since it started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct GroupStats {
-    /// Transactions committed (or failed).
+    /// Batches taken, each run in one transaction.
     pub batches: u64,
-    /// Jobs answered.
+    /// Jobs in them.
     pub jobs: u64,
 }
 
@@ -157,10 +157,10 @@ fn next_batch(rx: &Mutex<mpsc::Receiver<Job>>) -> Option<Vec<Job>> {
 
 fn run(rx: &Mutex<mpsc::Receiver<Job>>, pool: &Pool, breaker: &crate::breaker::Breaker, counters: &Counters) {
     while let Some(jobs) = next_batch(rx) {
-        let n = jobs.len() as u64;
-        commit_batch(jobs, pool, breaker);
+        // Counted before any job is answered: whoever got an answer sees its batch counted.
         counters.batches.fetch_add(1, Ordering::Relaxed);
-        counters.jobs.fetch_add(n, Ordering::Relaxed);
+        counters.jobs.fetch_add(jobs.len() as u64, Ordering::Relaxed);
+        commit_batch(jobs, pool, breaker);
     }
 }
 
