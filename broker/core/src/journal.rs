@@ -72,6 +72,7 @@ actions! {
     SigningKeyRotated => "signing_key_rotated", "Clé de signature changée";
     JournalCheckpoint => "journal_checkpoint", "Point de contrôle du journal";
     JournalExported => "journal_exported", "Journal exporté";
+    UsagerNoticesChanged => "usager_notices_changed", "Avis d'utilisation activés ou désactivés par l'usager";
 }
 
 impl Action {

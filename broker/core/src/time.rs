@@ -3,7 +3,7 @@
 //! One integer type on every backend keeps comparisons exact and makes the journal's
 //! canonical encoding independent of how a database renders dates.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, SecondsFormat, Utc, Weekday};
 
 /// A UTC instant with microsecond precision.
 /// Serialised as microseconds since the Unix epoch (a JSON integer).
@@ -53,6 +53,33 @@ impl Timestamp {
         self.datetime().format("%d/%m/%Y").to_string()
     }
 
+    /// The instant in Paris: UTC+2 from the last Sunday of March, 01:00 UTC, to the last
+    /// Sunday of October, 01:00 UTC (the European rule), UTC+1 otherwise.
+    pub fn paris(self) -> DateTime<FixedOffset> {
+        let utc = self.datetime();
+        let year = utc.year();
+        let change = |month: u32| {
+            let last = (25..=31)
+                .rev()
+                .find_map(|day| NaiveDate::from_ymd_opt(year, month, day).filter(|d| d.weekday() == Weekday::Sun))
+                .unwrap_or_default();
+            last.and_hms_opt(1, 0, 0).unwrap_or_default().and_utc()
+        };
+        let hours = if utc >= change(3) && utc < change(10) { 2 } else { 1 };
+        let offset = FixedOffset::east_opt(hours * 3600).unwrap_or_else(|| FixedOffset::east_opt(3600).expect("one hour"));
+        utc.with_timezone(&offset)
+    }
+
+    /// Date and time in Paris as French readers expect them, e.g. `23/11/2026 à 17:41`.
+    pub fn paris_date_time(self) -> String {
+        self.paris().format("%d/%m/%Y à %H:%M").to_string()
+    }
+
+    /// Date in Paris, e.g. `23/11/2026`.
+    pub fn paris_date(self) -> String {
+        self.paris().format("%d/%m/%Y").to_string()
+    }
+
     pub fn unix_seconds(self) -> u64 {
         u64::try_from(self.0.div_euclid(1_000_000)).unwrap_or(0)
     }
@@ -82,6 +109,19 @@ mod tests {
         let t = Timestamp::from_micros(5);
         assert_eq!(t.plus_days(1).micros(), 5 + 86_400_000_000);
         assert_eq!(t.plus_days(365).micros() - t.micros(), 365 * MICROS_PER_DAY);
+    }
+
+    #[test]
+    fn paris_time_follows_the_european_summer_time_changes() {
+        let at = |s: &str| Timestamp::parse_rfc3339(s).unwrap().paris_date_time();
+        assert_eq!(at("2026-01-15T12:00:00Z"), "15/01/2026 à 13:00");
+        assert_eq!(at("2026-07-15T12:00:00Z"), "15/07/2026 à 14:00");
+        // 2026: summer time from Sunday 29 March, 01:00 UTC, to Sunday 25 October, 01:00 UTC.
+        assert_eq!(at("2026-03-29T00:59:00Z"), "29/03/2026 à 01:59");
+        assert_eq!(at("2026-03-29T01:00:00Z"), "29/03/2026 à 03:00");
+        assert_eq!(at("2026-10-25T00:59:00Z"), "25/10/2026 à 02:59");
+        assert_eq!(at("2026-10-25T01:00:00Z"), "25/10/2026 à 02:00");
+        assert_eq!(Timestamp::parse_rfc3339("2026-12-31T23:30:00Z").unwrap().paris_date(), "01/01/2027");
     }
 }
 

@@ -30,6 +30,7 @@ pub const KNOWN: &[(&str, &str, &str)] = &[
     ("AC_FC_CLIENT_ID", "aidants-connect-dev (development only)", "the broker's client id at FranceConnect"),
     ("AC_FC_CLIENT_SECRET", "derived from the seal key (development only)", "the broker's client secret at FranceConnect"),
     ("AC_JOURNAL_CHECKPOINT_SECONDS", "300", "seconds between two signed checkpoints of the journal, made only when entries were added (0: none in the background)"),
+    ("AC_JOBS_INTERVAL_SECONDS", "60", "seconds between two looks of the server at its scheduled jobs (0: the server runs none; run `broker jobs run-due` from cron instead)"),
     ("AC_JOURNAL_ORIGIN", "{host of AC_ISSUER}/journal", "origin of the journal's checkpoints, which is also the name of the journal key"),
 ];
 
@@ -68,6 +69,8 @@ pub struct Settings {
     pub franceconnect: Option<FranceConnect>,
     /// Seconds between two checkpoints of the journal by the server (0: none).
     pub journal_checkpoint_seconds: u64,
+    /// Seconds between two looks at the scheduled jobs by the server (0: never).
+    pub jobs_interval_seconds: u64,
     /// Origin of the journal's checkpoints and name of the journal key.
     pub journal_origin: String,
 }
@@ -196,6 +199,7 @@ impl Settings {
             key_publish_delay_seconds,
             franceconnect: franceconnect(env)?,
             journal_checkpoint_seconds: parse_num("AC_JOURNAL_CHECKPOINT_SECONDS", 300)?,
+            jobs_interval_seconds: parse_num("AC_JOBS_INTERVAL_SECONDS", 60)?,
             journal_origin,
         })
     }

@@ -239,3 +239,13 @@ pub fn find_active_by_id(c: &mut AnyConnection, aidant_id: i64) -> Result<Option
         .first(c)
         .optional()?)
 }
+
+/// Journals a sign-in or a re-authentication (`entry`) and records it as the aidant's
+/// last sign-in (which postpones the inactivity reminders), committed by the group
+/// writer with other requests' writes.
+pub fn record_signin(db: &Db, aidant_id: i64, entry: Entry, now: Timestamp) -> Result<(), StoreError> {
+    db.write_grouped(move |c| {
+        diesel::update(aidants::table.find(aidant_id)).set(aidants::last_signin_at.eq(Some(now.micros()))).execute(c)?;
+        journal::append(c, &[entry])
+    })
+}

@@ -14,6 +14,7 @@ use broker_core::capability::{AutorisationId, InOrganisation, MandatId, Organisa
 use broker_core::journal::{Event, Parties};
 use broker_core::mandat::Revoker;
 use broker_core::{Demarche, Timestamp};
+use broker_core::notice::MandatChange;
 use diesel::prelude::*;
 
 /// An aidant revokes one active autorisation of their organisation, with its revocation
@@ -61,7 +62,9 @@ pub fn renew_mandat(db: &Db, by: &InOrganisation, old_mandat: MandatId, n: &NewM
         let renewed = Event::MandatRenewed { by: by.aidant(), parties, mandat: MandatId(created.mandat_id), renews: old_mandat };
         journal::append(c, &[renewed.entry(now)])?;
         let content = crate::attestations::content_for_mandat(c, created.mandat_id)?;
-        crate::attestations::record(c, created.mandat_id, "mandat", &content, n.aidant_id, n.organisation_id, n.usager_id, now)?;
+        let fingerprint = crate::attestations::record(c, created.mandat_id, "mandat", &content, n.aidant_id, n.organisation_id, n.usager_id, now)?;
+        let demarches = crate::lifecycle::active_demarches(c, created.mandat_id)?;
+        crate::lifecycle::mandat_changed(c, created.mandat_id, MandatChange::Renewed, &demarches, &fingerprint, now)?;
         Ok(created)
     })
 }

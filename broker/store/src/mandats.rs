@@ -14,6 +14,7 @@ use broker_core::mandat::{plan_new_mandat, Duree, MandatFacts, MandatPlan, Revok
 pub use crate::mandat_facts::facts;
 use crate::mandat_facts::with_autorisations;
 use broker_core::{Demarche, Timestamp};
+use broker_core::notice::MandatChange;
 use diesel::prelude::*;
 
 /// Finds the usager by key, or records them. Returns the usager id.
@@ -183,6 +184,8 @@ pub fn create_mandat_with_attestation(db: &Db, n: &NewMandatForUsager<'_>, now: 
             usager_id,
             now,
         )?;
+        let demarches = crate::lifecycle::active_demarches(c, mandat.mandat_id)?;
+        crate::lifecycle::mandat_changed(c, mandat.mandat_id, MandatChange::Created, &demarches, &fingerprint, now)?;
         Ok(CreatedWithAttestation { usager_id, mandat, fingerprint })
     })
 }

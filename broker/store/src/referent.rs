@@ -8,6 +8,8 @@ use crate::schema::{aidants, journal as journal_t, memberships, organisations, t
 use crate::{AnyConnection, Db, StoreError};
 use broker_core::journal::{Action, Entry};
 use broker_core::{validate, Demarche, Timestamp};
+use crate::mail_queue::{self, NewMail};
+use broker_core::notice::Notice;
 use diesel::prelude::*;
 use std::collections::BTreeMap;
 
@@ -311,6 +313,11 @@ pub fn add_member(db: &Db, organisation_id: i64, n: &NewMember<'_>, by: i64, now
                 .detail("via", "web")
                 .at(now)],
         )?;
+        let organisation: String = organisations::table.find(organisation_id).select(organisations::name).first(c)?;
+        let invitation = Notice::Invitation { organisation, new_account: matches!(added, Added::Created(_)) };
+        let key = format!("invitation:{organisation_id}:{}", added.aidant_id());
+        let mail = NewMail { key, recipient: &email, notice: &invitation, organisation: Some(organisation_id), aidant: Some(added.aidant_id()), usager: None };
+        mail_queue::enqueue(c, &mail, now)?;
         Ok(added)
     })
 }

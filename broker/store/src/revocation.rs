@@ -9,6 +9,7 @@ use crate::{AnyConnection, StoreError};
 use broker_core::capability::{AutorisationId, MandatId};
 use broker_core::mandat::{plan_revocation, RevocationError, RevocationPlan, RevocationTarget, Revoker};
 use broker_core::{Demarche, Timestamp};
+use broker_core::notice::MandatChange;
 use diesel::prelude::*;
 
 /// A revocation made: what was revoked and the fingerprint of its attestation.
@@ -66,6 +67,7 @@ pub fn revoke_in(c: &mut AnyConnection, target: Target, who: Revoker<'_>, now: T
     let mandat_id = plan.mandat.get();
     let content = attestations::content_for_revocation(c, mandat_id, &revoked, now)?;
     let fingerprint = attestations::record_by(c, plan.mandat, "revocation", &content, plan.by, plan.parties, now)?;
+    crate::lifecycle::mandat_changed(c, mandat_id, MandatChange::Revoked, &revoked, &fingerprint, now)?;
     Ok(Revocation { mandat_id, demarches: plan.demarches(), fingerprint })
 }
 

@@ -24,6 +24,7 @@ diesel::table! {
         created_at -> BigInt,
         deactivated_at -> Nullable<BigInt>,
         auditor -> Bool,
+        last_signin_at -> Nullable<BigInt>,
     }
 }
 
@@ -212,6 +213,46 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    mail_queue (id) {
+        id -> BigInt,
+        idempotency_key -> Text,
+        kind -> Text,
+        recipient -> Text,
+        notice -> Text,
+        organisation_id -> Nullable<BigInt>,
+        aidant_id -> Nullable<BigInt>,
+        usager_id -> Nullable<BigInt>,
+        created_at -> BigInt,
+        next_attempt_at -> BigInt,
+        attempts -> Integer,
+        claimed_until -> Nullable<BigInt>,
+        last_error -> Nullable<Text>,
+        sent_at -> Nullable<BigInt>,
+        failed_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    scheduled_jobs (name) {
+        name -> Text,
+        next_due_at -> BigInt,
+        last_run_at -> Nullable<BigInt>,
+        last_outcome -> Nullable<Text>,
+        last_duration_micros -> Nullable<BigInt>,
+        cursor -> BigInt,
+    }
+}
+
+diesel::table! {
+    usager_notices (usager_id) {
+        usager_id -> BigInt,
+        use_notices -> Bool,
+        pending_from -> Nullable<BigInt>,
+        last_digest_at -> Nullable<BigInt>,
+    }
+}
+
 diesel::joinable!(memberships -> aidants (aidant_id));
 diesel::joinable!(memberships -> organisations (organisation_id));
 diesel::joinable!(autorisations -> mandats (mandat_id));
@@ -221,5 +262,5 @@ diesel::joinable!(totp_devices -> aidants (aidant_id));
 diesel::allow_tables_to_appear_in_same_query!(
     organisations, aidants, memberships, usagers, mandats, autorisations, attestations,
     oidc_clients, totp_cards, totp_devices, webauthn_credentials, journal, journal_head, journal_pending,
-    oidc_token_uses, journal_checkpoints, journal_tiles,
+    oidc_token_uses, journal_checkpoints, journal_tiles, mail_queue, scheduled_jobs, usager_notices,
 );

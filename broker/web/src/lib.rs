@@ -13,6 +13,7 @@ pub mod home;
 pub mod journal_public;
 pub mod jwks;
 pub mod mail;
+pub mod mail_sender;
 pub mod mandat_new;
 pub mod oidc;
 pub mod page_error;
@@ -51,7 +52,10 @@ pub struct AppState {
     /// Public base URL, without trailing slash.
     pub issuer: String,
     pub sealer: Sealer,
+    /// Where the mail queue's messages go (SMTP or the development outbox).
     pub mailer: Arc<mail::Mailer>,
+    /// The mail queue's sender, woken when a request queues a message.
+    pub mail: mail_sender::MailSender,
     pub passkeys: Arc<passkeys::Passkeys>,
     pub clock: Arc<dyn Clock>,
     /// The broker's signing keys (reloaded when their directory changes) and the JWKS.

@@ -70,6 +70,20 @@ pub enum MailError {
     Outbox(String),
 }
 
+impl MailError {
+    /// Trying again cannot help: the recipient or the configuration is wrong, or the
+    /// server refused the message for good (5xx).
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            MailError::Config(_) | MailError::Recipient | MailError::Build(_) => true,
+            MailError::Transport(t) => t.starts_with(PERMANENT),
+            MailError::Outbox(_) => false,
+        }
+    }
+}
+
+const PERMANENT: &str = "refusé par le serveur SMTP";
+
 /// Where messages go.
 #[derive(Clone)]
 pub enum Mailer {
@@ -166,9 +180,19 @@ impl Mailer {
     /// Builds the RFC 5322 message (From, To, Subject, Date, Message-ID, plain-text UTF-8
     /// body; lettre picks 7bit, quoted-printable or base64).
     pub fn build(&self, m: &Message) -> Result<lettre::Message, MailError> {
+        self.build_with_id(m, None)
+    }
+
+    /// [`Mailer::build`] with a `Message-ID` derived from `key` when given: the same
+    /// notice delivered twice carries the same identifier.
+    pub fn build_with_id(&self, m: &Message, key: Option<&str>) -> Result<lettre::Message, MailError> {
         let from = self.from_mailbox();
         let to: Mailbox = m.to.trim().parse().map_err(|_| MailError::Recipient)?;
-        let id = format!("<{:016x}{:016x}@{}>", rand::random::<u64>(), rand::random::<u64>(), from.email.domain());
+        let local = match key {
+            Some(k) => broker_core::secret::sha256_hex(k.as_bytes())[..32].to_owned(),
+            None => format!("{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>()),
+        };
+        let id = format!("<{local}@{}>", from.email.domain());
         lettre::Message::builder()
             .from(from.clone())
             .to(to)
@@ -181,7 +205,12 @@ impl Mailer {
 
     /// Sends (SMTP) or writes (outbox) one message. Blocking.
     pub fn send(&self, m: &Message) -> Result<(), MailError> {
-        let email = self.build(m)?;
+        self.send_keyed(m, None)
+    }
+
+    /// [`Mailer::send`], the `Message-ID` derived from `key` when given.
+    pub fn send_keyed(&self, m: &Message, key: Option<&str>) -> Result<(), MailError> {
+        let email = self.build_with_id(m, key)?;
         match self {
             Mailer::Smtp { transport, .. } => transport
                 .send(&email)
@@ -259,7 +288,7 @@ fn transport_error(e: &lettre::transport::smtp::Error) -> String {
     let what = if e.is_timeout() {
         "délai dépassé".to_owned()
     } else if e.is_permanent() {
-        "refusé par le serveur SMTP".to_owned()
+        PERMANENT.to_owned()
     } else if e.is_tls() {
         "échec de la négociation TLS".to_owned()
     } else if e.is_transient() {

@@ -6,7 +6,8 @@
 //! [`crate::throttle`], so that a stranger cannot lock the aidant out.
 
 use crate::guard::{self, SignedIn, K_LINK_BINDING};
-use crate::mail::Message;
+use broker_core::notice::Notice;
+use broker_store::mail_queue::{self, NewMail};
 use crate::page_error::{blocking, PageError};
 use crate::pages::{self, render};
 use crate::throttle::{self, Attempt};
@@ -160,9 +161,11 @@ pub async fn submit(state: web::Data<AppState>, session: Session, req: HttpReque
             "Bonjour {},\n\nPour vous connecter à Aidants Connect, ouvrez ce lien dans le navigateur où vous avez saisi votre code, dans les 5 minutes :\n\n{}\n\nSi vous n'avez pas demandé à vous connecter, ignorez ce message : personne ne peut se connecter sans ce lien et votre code.\n\nAidants Connect\n",
             aidant.first_name, link
         );
-        st.mailer
-            .send(&Message { to: aidant.email.clone(), subject: "Votre lien de connexion à Aidants Connect".into(), text })
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let notice = Notice::Message { subject: "Votre lien de connexion à Aidants Connect".into(), text };
+        let key = format!("connexion:{}", sha256_hex(token.as_bytes()));
+        let mail = NewMail { key, recipient: &aidant.email, notice: &notice, organisation: None, aidant: Some(aidant.id), usager: None };
+        st.db.write(|c| mail_queue::enqueue(c, &mail, now))?;
+        st.mail.wake();
         if st.mailer.is_outbox() {
             println!("Lien de connexion (développement) : {link}");
         }
@@ -272,7 +275,7 @@ pub struct ReauthForm {
 fn journal_totp(st: &AppState, action: Action, aidant: &Aidant, device: i64) -> Result<(), StoreError> {
     let e = Entry::new(action).aidant(aidant.id).in_organisation(aidant.current_organisation_id).detail("method", "totp").detail("device", device);
     // Sign-ins come in numbers at the start of the day: committed with others'.
-    st.db.append_grouped(vec![e])
+    auth::record_signin(&st.db, aidant.id, e, st.clock.now())
 }
 
 /// Checks the TOTP `code` of the aidant re-authenticating from `ip`: a success is

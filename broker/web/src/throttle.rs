@@ -20,7 +20,8 @@
 //! and the aidant is told by e-mail (once per window) when their e-mail is being tried
 //! from elsewhere. The arithmetic: docs/authentication.md.
 
-use crate::mail::Message;
+use broker_core::notice::Notice;
+use broker_store::mail_queue::{self, NewMail};
 use crate::AppState;
 use actix_web::cookie::{time::Duration as CookieDuration, Cookie, SameSite};
 use actix_web::HttpRequest;
@@ -141,14 +142,12 @@ fn tell_the_aidant(state: &AppState, aidant: &broker_store::admin::Aidant) -> Re
         "Bonjour {},\n\nPlusieurs tentatives de connexion à Aidants Connect avec votre adresse e-mail viennent d'échouer, depuis un ordinateur ou un navigateur où vous ne vous êtes jamais connecté(e).\n\nSi c'était vous, rien à faire : attendez {} minutes, ou connectez-vous depuis votre poste habituel ou avec votre clé de sécurité.\n\nSi ce n'était pas vous, votre compte reste protégé : sans votre code et sans le lien envoyé à cette adresse, personne ne peut se connecter. Depuis le navigateur où vous vous connectez d'habitude, vous pouvez continuer à travailler normalement. Prévenez votre référent si ces messages se répètent.\n\nAidants Connect\n",
         aidant.first_name, WINDOW_MINUTES
     );
-    let sent = state.mailer.send(&Message {
-        to: aidant.email.clone(),
-        subject: "Tentatives de connexion à votre compte Aidants Connect".into(),
-        text,
-    });
-    if let Err(e) = sent {
-        tracing::warn!(error = %e, "sign-in attempts notice not sent");
-    }
+    let notice = Notice::Message { subject: "Tentatives de connexion à votre compte Aidants Connect".into(), text };
+    let key = format!("tentatives:{}:{}", aidant.id, hex::encode(random_bytes::<16>()));
+    let mail = NewMail { key, recipient: &aidant.email, notice: &notice, organisation: None, aidant: Some(aidant.id), usager: None };
+    let now = state.clock.now();
+    state.db.write(|c| mail_queue::enqueue(c, &mail, now))?;
+    state.mail.wake();
     Ok(())
 }
 

@@ -22,7 +22,7 @@ use broker_core::identite::usager_key;
 use broker_core::mandat::Status;
 use broker_core::secret::random_bytes;
 use broker_core::Timestamp;
-use broker_store::{mandats, usager_space, StoreError};
+use broker_store::{lifecycle, mandats, usager_space, StoreError};
 use serde::Deserialize;
 
 const HOME: &str = "/espace-usager";
@@ -38,6 +38,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route(HOME, web::get().to(home))
         .route("/espace-usager/connexion", web::post().to(begin))
         .route("/espace-usager/quitter", web::post().to(leave))
+        .route("/espace-usager/avis", web::post().to(set_notices))
         .route("/espace-usager/autorisations/{id}/revoquer", web::post().to(revoke_autorisation))
         .route("/espace-usager/mandats/{id}/revoquer", web::post().to(revoke_mandat))
         .route("/espace-usager/revocations/{fp}", web::get().to(revocation));
@@ -108,12 +109,17 @@ struct SpacePage {
     uses: Vec<UseView>,
     notice: Option<String>,
     error: Option<(String, String)>,
+    /// The usager receives the notices of use (`None`: nothing to set, no mandat).
+    use_notices: Option<bool>,
+    /// The notices setting was just changed.
+    notices_saved: bool,
 }
 
 #[derive(Deserialize)]
 pub struct HomeQuery {
     revocation: Option<String>,
     erreur: Option<String>,
+    avis: Option<String>,
 }
 
 fn error_text(key: &str) -> (String, String) {
@@ -149,10 +155,18 @@ pub async fn home(state: web::Data<AppState>, session: Session, q: web::Query<Ho
             uses: Vec::new(),
             notice: None,
             error,
+            use_notices: None,
+            notices_saved: false,
         }));
     };
     let st = state.clone();
-    let (ms, uses) = blocking(move || st.db.read_snapshot(|c| Ok::<_, StoreError>((usager_space::mandats_of(c, usager)?, usager_space::uses_of(c, usager)?)))).await?;
+    let (ms, uses, wanted) = blocking(move || {
+        st.db.read_snapshot(|c| {
+            Ok::<_, StoreError>((usager_space::mandats_of(c, usager)?, usager_space::uses_of(c, usager)?, lifecycle::use_notices(c, usager)?))
+        })
+    })
+    .await?;
+    let use_notices = (usager != 0 && !ms.is_empty()).then_some(wanted);
     let now = state.clock.now();
     let mandats = ms
         .iter()
@@ -188,7 +202,24 @@ pub async fn home(state: web::Data<AppState>, session: Session, q: web::Query<Ho
         })
         .collect();
     let notice = q.revocation.as_deref().filter(|fp| is_fingerprint(fp)).map(|fp| fp.to_owned());
-    Ok(render(&SpacePage { header, csrf, identified: true, fc_available: state.franceconnect.is_some(), mandats, uses, notice, error }))
+    let notices_saved = q.avis.is_some();
+    Ok(render(&SpacePage { header, csrf, identified: true, fc_available: state.franceconnect.is_some(), mandats, uses, notice, error, use_notices, notices_saved }))
+}
+
+/// Turns the e-mail notices of use on (`avis=oui`) or off (`avis=non`), journaled.
+pub async fn set_notices(state: web::Data<AppState>, session: Session, body: web::Bytes) -> Result<HttpResponse, PageError> {
+    let form = guard::parse_form(&body);
+    guard::check_csrf(&session, &form)?;
+    let Some(usager) = usager_of(&state, &session).filter(|u| *u != 0) else { return Ok(guard::see_other(HOME)) };
+    let on = match guard::field(&form, "avis") {
+        Some("oui") => true,
+        Some("non") => false,
+        _ => return Err(PageError::page(StatusCode::BAD_REQUEST, "Choix non reconnu", "Choisissez de recevoir ou non les avis, puis enregistrez.")),
+    };
+    let st = state.clone();
+    let now = state.clock.now();
+    blocking(move || st.db.write(|c| lifecycle::set_use_notices(c, usager, on, now))).await?;
+    Ok(guard::see_other(&format!("{HOME}?avis=enregistre#avis")))
 }
 
 /// Sends the usager to FranceConnect.

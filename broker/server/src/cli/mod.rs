@@ -1,5 +1,5 @@
 //! Command line: `serve`, `migrate`, `journal verify`, `keys` (key files and signing
-//! keys) and the operator's `admin` commands. Every admin command and every change of the
+//! keys), `jobs` (scheduled jobs and the mail queue) and the operator's `admin` commands. Every admin command and every change of the
 //! signing keys is journaled. Exit codes: 0 success,
 //! 1 failure (service unreachable, journal altered), 2 bad input (nothing written).
 
@@ -25,12 +25,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 mod operator;
+mod jobs;
 mod journal;
 mod keys;
 mod mandats;
 mod serve;
 
 use operator::*;
+use jobs::*;
 use journal::*;
 use keys::*;
 use mandats::*;
@@ -61,6 +63,11 @@ enum Command {
     Keys {
         #[command(subcommand)]
         command: KeysCmd,
+    },
+    /// Tâches planifiées (rappels, désactivations, avis aux usagers) et file des e-mails.
+    Jobs {
+        #[command(subcommand)]
+        command: JobsCmd,
     },
     /// Commandes de l'opérateur (inscrites au journal, sauf l'enregistrement d'un usager).
     Admin {
@@ -188,6 +195,7 @@ fn dispatch(cli: Cli, s: &Settings) -> Result<(), Failure> {
             Ok(())
         }
         Command::Keys { command } => keys_cmd(command, s, json),
+        Command::Jobs { command } => jobs_cmd(command, s, json),
         Command::Journal { command: JournalCmd::Verify(args) } if args.checkpoint.is_some() => verify_checkpoint(s, args, json),
         Command::Journal { command: JournalCmd::Verify(_) } => {
             let db = open_db(s)?;

@@ -1,6 +1,7 @@
 //! `broker serve`: the HTTP service and its background tasks.
 
 use super::*;
+use std::time::Duration;
 
 /// Where FranceConnect sends the usager back, and where its logout ends.
 pub(super) fn fc_redirect_uri(s: &Settings) -> String {
@@ -102,18 +103,21 @@ pub(super) fn serve(s: &Settings) -> Result<(), Failure> {
         )),
         None => None,
     };
+    let clock = clock(s)?;
+    let mailer = Arc::new(mailer);
+    let mail = broker_web::mail_sender::MailSender::start(db.clone(), mailer.clone(), s.issuer.clone(), clock.clone(), Duration::from_secs(1));
+    if s.jobs_interval_seconds > 0 {
+        start_jobs(db.clone(), clock.clone(), mail.clone(), s.jobs_interval_seconds);
+    }
     let state = broker_web::AppState {
         db,
         cache,
         issuer: s.issuer.clone(),
         sealer: Sealer::new(&keys.seal),
-        mailer: Arc::new(mailer),
+        mailer,
+        mail,
         passkeys: Arc::new(passkeys),
-        clock: match std::env::var_os("AC_DEV_CLOCK_OFFSET_FILE") {
-            Some(path) if s.env == Env::Development => Arc::new(crate::devclock::OffsetFileClock { path: path.into() }),
-            Some(_) => return Err(bad_input("AC_DEV_CLOCK_OFFSET_FILE n'est accepté qu'en développement")),
-            None => Arc::new(broker_core::time::SystemClock),
-        },
+        clock,
         signing: Arc::new(signing),
         development: s.env == Env::Development,
         behind_proxy: s.behind_proxy,
@@ -149,6 +153,40 @@ pub(super) fn serve(s: &Settings) -> Result<(), Failure> {
     actix_web::rt::System::new()
         .block_on(broker_web::serve(state, opts))
         .map_err(|e| Failure { code: 1, message: format!("serveur HTTP : {e} ({})", s.listen) })
+}
+
+/// The clock of the service: the system's, or in development the one moved by
+/// `AC_DEV_CLOCK_OFFSET_FILE`.
+pub(super) fn clock(s: &Settings) -> Result<Arc<dyn broker_core::time::Clock>, Failure> {
+    Ok(match std::env::var_os("AC_DEV_CLOCK_OFFSET_FILE") {
+        Some(path) if s.env == Env::Development => Arc::new(crate::devclock::OffsetFileClock { path: path.into() }),
+        Some(_) => return Err(bad_input("AC_DEV_CLOCK_OFFSET_FILE n'est accepté qu'en développement")),
+        None => Arc::new(broker_core::time::SystemClock),
+    })
+}
+
+/// Every `every` seconds, runs the scheduled jobs that are due and that no other instance
+/// is running ([`broker_store::jobs::run_due`]), then wakes the mail sender.
+fn start_jobs(db: Db, clock: Arc<dyn broker_core::time::Clock>, mail: broker_web::mail_sender::MailSender, every: u64) {
+    let spawned = std::thread::Builder::new().name("scheduled-jobs".into()).spawn(move || loop {
+        match broker_store::jobs::run_due(&db, clock.now()) {
+            Ok(runs) => {
+                for r in &runs {
+                    if r.ok {
+                        tracing::info!(job = r.job.name(), outcome = %r.outcome, micros = r.micros, "scheduled job run");
+                    }
+                }
+                if !runs.is_empty() {
+                    mail.wake();
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "scheduled jobs not looked at"),
+        }
+        std::thread::sleep(Duration::from_secs(every));
+    });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "scheduled jobs: task not started");
+    }
 }
 
 // ---- the journal: key, checkpoints, proofs, export, stand-alone verifier ------------------

@@ -122,7 +122,7 @@ pub async fn assertion_finish(state: web::Data<AppState>, session: Session, req:
         keys::mark_used(&st.db, &done.credential_id, done.updated_passkey_json.as_deref(), now)?;
         let action = if reauth { Action::Reauthentication } else { Action::AidantLogin };
         let e = Entry::new(action).aidant(aidant.id).in_organisation(aidant.current_organisation_id).detail("method", "webauthn");
-        st.db.append_grouped(vec![e])?;
+        broker_store::auth::record_signin(&st.db, aidant.id, e, now)?;
         Ok(Some(aidant.id))
     })
     .await;

@@ -1,7 +1,7 @@
 //! The organisation's aidants: the list, adding one (with the invitation e-mail), one
 //! aidant's page, deactivating and reactivating.
 
-use super::{notice_text, referent_and_member, referent_and_member_form, referent_form, require_referent, run_store, Freshness, MemberRow, Notice, Referent};
+use super::{notice_text, referent_and_member, referent_and_member_form, referent_form, require_referent, run_store, Freshness, MemberRow, Notice};
 use crate::guard::{self, field, parse_form};
 use crate::page_error::{blocking, PageError};
 use crate::pages::{self, render, render_with, Header};
@@ -70,8 +70,8 @@ pub async fn new_member_submit(state: web::Data<AppState>, session: Session, bod
     .await?;
     let error = match added {
         Ok(a) => {
-            let to = broker_core::validate::email(&email).unwrap_or_else(|_| email.clone());
-            invite(&state, &r, a, &to).await;
+            // The invitation was queued with the change.
+            state.mail.wake();
             return Ok(guard::see_other(match a {
                 Added::Created(_) => "/referent?ok=ajoute",
                 Added::Joined(_) => "/referent?ok=rejoint",
@@ -92,33 +92,6 @@ pub async fn new_member_submit(state: web::Data<AppState>, session: Session, bod
             error: Some(pages::capitalise(&error)),
         },
     ))
-}
-
-/// The invitation e-mail: where to sign in, and that the référent gives the second factor.
-async fn invite(state: &web::Data<AppState>, r: &Referent, added: Added, email: &str) {
-    let subject = format!("Aidants Connect : vous faites partie de la structure {}", r.organisation.name);
-    let sign_in = format!("{}/connexion", state.issuer.trim_end_matches('/'));
-    let body = match added {
-        Added::Created(_) => format!(
-            "Bonjour,\n\nVotre référent vous a ouvert un compte Aidants Connect pour la structure {org}.\n\n\
-Pour vous connecter, il vous faut un moyen de connexion : une carte à code, une application à code ou une clé de sécurité. \
-Votre référent l'active avec vous.\n\nEnsuite, connectez-vous ici : {sign_in}\n\n\
-Si vous ne travaillez pas pour cette structure, ignorez ce message.\n",
-            org = r.organisation.name
-        ),
-        Added::Joined(_) => format!(
-            "Bonjour,\n\nVous faites maintenant aussi partie de la structure {org} sur Aidants Connect.\n\
-Une fois connecté, choisissez la structure pour laquelle vous travaillez depuis « Mon espace ».\n\n{sign_in}\n",
-            org = r.organisation.name
-        ),
-    };
-    let mailer = state.mailer.clone();
-    let m = crate::mail::Message { to: email.to_owned(), subject, text: body };
-    match web::block(move || mailer.send(&m)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "invitation e-mail not sent"),
-        Err(_) => tracing::warn!("invitation e-mail not sent"),
-    }
 }
 
 #[derive(Template)]

@@ -55,12 +55,15 @@ pub fn world(t: TestDb) -> World {
     let outbox = tempfile::tempdir().unwrap();
     let mailer = broker_web::mail::Mailer::from_settings(Some(&smtp.url()), "Aidants Connect <ne-pas-repondre@exemple.fr>", outbox.path()).unwrap();
     let clock = Arc::new(ManualClock::new(Timestamp::now()));
+    let mailer = Arc::new(mailer);
+    let mail = broker_web::mail_sender::MailSender::start(t.db.clone(), mailer.clone(), ISSUER.into(), clock.clone(), std::time::Duration::from_millis(200));
     let state = web::Data::new(AppState {
         db: t.db.clone(),
         cache,
         issuer: ISSUER.into(),
         sealer,
-        mailer: Arc::new(mailer),
+        mailer,
+        mail,
         passkeys: Arc::new(broker_web::passkeys::Passkeys::new(ISSUER).unwrap()),
         clock: clock.clone(),
         signing: Arc::new(KeyStore::fixed(KeySet::first(Alg::Es256, clock.now()).unwrap())),

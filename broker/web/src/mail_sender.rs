@@ -1,0 +1,126 @@
+//! Delivers the mail queue (`broker_store::mail_queue`): a thread takes the due messages,
+//! writes each notice out (`broker_core::notice`) and hands it to the [`Mailer`] (SMTP, or
+//! the development outbox), then marks it sent, due again later, or given up. A request
+//! that queues a message wakes it; otherwise it looks at the queue every second, so
+//! messages due again after a failure, or queued by another instance, go out too. An SMTP
+//! outage holds messages in the queue; no request waits for the mail server.
+
+use crate::mail::{Mailer, Message};
+use broker_core::notice::Notice;
+use broker_core::time::Clock;
+use broker_core::Timestamp;
+use broker_store::mail_queue::{self, Outcome};
+use broker_store::{Db, StoreError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+/// Messages taken at once by a sender.
+const BATCH: i64 = 20;
+
+/// What one pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pass {
+    pub sent: usize,
+    pub retry: usize,
+    pub given_up: usize,
+}
+
+impl Pass {
+    pub fn taken(&self) -> usize {
+        self.sent + self.retry + self.given_up
+    }
+}
+
+/// Delivers the messages due at `now`, up to [`BATCH`] of them.
+pub fn deliver_due(db: &Db, mailer: &Mailer, base: &str, now: Timestamp) -> Result<Pass, StoreError> {
+    let claimed = db.write(|c| mail_queue::claim(c, now, BATCH))?;
+    let mut pass = Pass::default();
+    for m in claimed {
+        let result = match serde_json::from_str::<Notice>(&m.notice) {
+            Ok(notice) => {
+                let r = notice.render(base);
+                mailer
+                    .send_keyed(&Message { to: m.recipient.clone(), subject: r.subject, text: r.text }, Some(&m.key))
+                    .map_err(|e| (e.is_permanent(), e.to_string()))
+            }
+            Err(_) => Err((true, "avis illisible".to_owned())),
+        };
+        match result {
+            Ok(()) => {
+                db.write(|c| mail_queue::sent(c, m.id, now))?;
+                pass.sent += 1;
+            }
+            Err((permanent, error)) => match db.write(|c| mail_queue::failed(c, &m, &error, permanent, now))? {
+                Outcome::Retry { at } => {
+                    tracing::warn!(message = m.id, attempts = m.attempts, error = %error, retry_at = %at.rfc3339(), "e-mail not delivered, tried again later");
+                    pass.retry += 1;
+                }
+                Outcome::GivenUp => {
+                    tracing::error!(message = m.id, attempts = m.attempts, error = %error, "e-mail given up");
+                    pass.given_up += 1;
+                }
+            },
+        }
+    }
+    Ok(pass)
+}
+
+struct Signal {
+    woken: Mutex<bool>,
+    cv: Condvar,
+    stop: AtomicBool,
+}
+
+/// The delivering thread, woken by [`MailSender::wake`]; stopped when the last handle is
+/// dropped.
+#[derive(Clone)]
+pub struct MailSender {
+    signal: Arc<Signal>,
+    _stop: Arc<StopOnDrop>,
+}
+
+struct StopOnDrop(Arc<Signal>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.stop.store(true, Ordering::SeqCst);
+        self.0.cv.notify_all();
+    }
+}
+
+impl MailSender {
+    /// Starts the thread: it looks at the queue when woken, and every `poll` otherwise.
+    pub fn start(db: Db, mailer: Arc<Mailer>, base: String, clock: Arc<dyn Clock>, poll: Duration) -> MailSender {
+        let signal = Arc::new(Signal { woken: Mutex::new(true), cv: Condvar::new(), stop: AtomicBool::new(false) });
+        let s = signal.clone();
+        let spawned = std::thread::Builder::new().name("mail-sender".into()).spawn(move || loop {
+            if s.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            let busy = match deliver_due(&db, &mailer, &base, clock.now()) {
+                Ok(p) => p.taken() as i64 == BATCH,
+                Err(e) => {
+                    tracing::warn!(error = %e, "mail queue not read");
+                    false
+                }
+            };
+            if busy {
+                continue;
+            }
+            let woken = s.woken.lock().unwrap_or_else(|p| p.into_inner());
+            let (mut woken, _) = s.cv.wait_timeout_while(woken, poll, |w| !*w && !s.stop.load(Ordering::SeqCst)).unwrap_or_else(|p| p.into_inner());
+            *woken = false;
+        });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "mail sender not started");
+        }
+        MailSender { _stop: Arc::new(StopOnDrop(signal.clone())), signal }
+    }
+
+    /// Asks the thread to look at the queue now (a message was just queued).
+    pub fn wake(&self) {
+        *self.signal.woken.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.signal.cv.notify_all();
+    }
+}
