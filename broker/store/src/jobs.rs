@@ -88,7 +88,7 @@ pub fn run_due(db: &Db, now: Timestamp) -> Result<Vec<Run>, StoreError> {
     db.write(|c| ensure(c, now))?;
     let mut runs = Vec::new();
     for job in Job::ALL {
-        if let Some(run) = run_one(db, job, now)? {
+        if let Some(run) = run_taken(db, job, now)? {
             runs.push(run);
         }
     }
@@ -97,6 +97,11 @@ pub fn run_due(db: &Db, now: Timestamp) -> Result<Vec<Run>, StoreError> {
 
 /// Runs `job` if it is due at `now` and free.
 pub fn run_one(db: &Db, job: Job, now: Timestamp) -> Result<Option<Run>, StoreError> {
+    db.write(|c| ensure(c, now))?;
+    run_taken(db, job, now)
+}
+
+fn run_taken(db: &Db, job: Job, now: Timestamp) -> Result<Option<Run>, StoreError> {
     let started = std::time::Instant::now();
     let done = db.write(|c| {
         let Some((due, cursor)) = take(c, job, now)? else { return Ok(None) };

@@ -146,20 +146,29 @@ pub fn missing_second_factors(c: &mut AnyConnection, now: Timestamp, run: i64) -
 /// structure (auditors) are left alone.
 pub fn inactivity_run(c: &mut AnyConnection, now: Timestamp) -> Result<String, StoreError> {
     let members: BTreeSet<i64> = memberships::table.select(memberships::aidant_id).distinct().load::<i64>(c)?.into_iter().collect();
-    let rows: Vec<(i64, String, String, String, i64, Option<i64>)> = aidants::table
+    type Row = (i64, String, String, String, i64, Option<i64>, Option<i64>);
+    let rows: Vec<Row> = aidants::table
         .filter(aidants::active.eq(true))
         .order(aidants::id)
-        .select((aidants::id, aidants::first_name, aidants::last_name, aidants::email, aidants::created_at, aidants::last_signin_at))
+        .select((
+            aidants::id,
+            aidants::first_name,
+            aidants::last_name,
+            aidants::email,
+            aidants::created_at,
+            aidants::last_signin_at,
+            aidants::current_organisation_id,
+        ))
         .load(c)?;
     let (mut warned, mut deactivated, mut told) = (0, 0, 0);
-    for (id, first, last, email, created, signed_in) in rows.into_iter().filter(|r| members.contains(&r.0)) {
+    for (id, first, last, email, created, signed_in, current) in rows.into_iter().filter(|r| members.contains(&r.0)) {
         let since = Timestamp::from_micros(signed_in.unwrap_or(created));
         match inactivity(since, now) {
             Inactivity::Active => {}
             Inactivity::Warn { deactivation_on } => {
                 let notice = Notice::InactivityWarning { first_name: first, last_signin: since, deactivation_on };
                 let key = format!("inactivite-avertissement:{id}:{}", since.micros());
-                let m = NewMail { key, recipient: &email, notice: &notice, organisation: None, aidant: Some(id), usager: None };
+                let m = NewMail { key, recipient: &email, notice: &notice, organisation: current, aidant: Some(id), usager: None };
                 warned += usize::from(mail_queue::enqueue(c, &m, now)?);
             }
             Inactivity::Deactivate => {

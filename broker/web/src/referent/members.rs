@@ -10,6 +10,7 @@ use actix_session::Session;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use askama::Template;
+use broker_store::mail_queue;
 use broker_store::referent::{self, Added, NewMember};
 
 #[derive(Template)]
@@ -19,20 +20,49 @@ struct HomePage<'a> {
     organisation: &'a str,
     members: Vec<MemberRow>,
     notice: Option<&'a str>,
+    messages: Vec<MessageRow>,
 }
+
+/// A message the service sent about the structure (reminders, invitations, notices).
+struct MessageRow {
+    queued: String,
+    what: &'static str,
+    recipient: String,
+    state: String,
+}
+
+impl From<mail_queue::Sent> for MessageRow {
+    fn from(m: mail_queue::Sent) -> Self {
+        MessageRow {
+            queued: m.queued_at.paris_date_time(),
+            what: broker_core::notice::Notice::kind_label(&m.kind),
+            recipient: m.recipient,
+            state: match m.status {
+                mail_queue::Status::Waiting => "en attente d'envoi".to_owned(),
+                mail_queue::Status::Delivered(at) => format!("envoyé le {}", at.paris_date_time()),
+                mail_queue::Status::GivenUp => "non distribué".to_owned(),
+            },
+        }
+    }
+}
+
+/// Messages shown in the référent space.
+const MESSAGES_SHOWN: i64 = 20;
 
 
 pub async fn home(state: web::Data<AppState>, session: Session, q: web::Query<Notice>) -> Result<HttpResponse, PageError> {
     let r = require_referent(&state, &session, "/referent", Freshness::Any).await?;
     let st = state.clone();
     let org = r.organisation_id();
-    let members = blocking(move || st.db.read(|c| referent::members(c, org))).await?;
+    let (members, messages) =
+        blocking(move || st.db.read(|c| Ok::<_, broker_store::StoreError>((referent::members(c, org)?, mail_queue::for_organisation(c, org, MESSAGES_SHOWN)?)))).await?;
     let header = pages::header_for(&state, &session, r.who.aidant_id).await;
     Ok(render(&HomePage {
         header,
         organisation: &r.organisation.name,
         members: members.iter().map(MemberRow::from).collect(),
         notice: notice_text(q.ok.as_deref()),
+        messages: messages.into_iter().map(MessageRow::from).collect(),
     }))
 }
 
