@@ -106,6 +106,8 @@ async fn adding_an_aidant_invites_them_and_an_existing_account_joins() {
         assert_eq!(mails[before].rcpt_to, vec!["lucie.martin@exemple.fr".to_owned()]);
         let home = b.get(&app, "/referent?ok=ajoute").await;
         assert!(home.shows("Lucie Martin") && home.shows("aucun : ne peut pas se connecter"), "{}", home.body);
+        assert!(home.shows("Invitation d&#x27;un aidant") || home.shows("Invitation d'un aidant"), "the invitation is listed: {}", home.body);
+        assert!(home.shows("lucie.martin@exemple.fr"));
         assert!(w.actions().iter().filter(|a| *a == "aidant_created").count() >= 3);
 
         // The same address again (any case): refused with a message, nothing written.
@@ -172,10 +174,12 @@ async fn a_deactivated_aidant_is_signed_out_at_the_next_request_and_cannot_sign_
         // Signing in again: the generic refusal, no e-mail sent.
         w.clock.advance_seconds(31);
         let before = w.smtp.received().len();
+        let queued_before = common::queued(&w, "connexion:");
         let mut fresh = Browser::default();
         let form = fresh.get(&app, "/connexion").await;
         let refused = fresh.post(&app, "/connexion", &[("csrf", &form.csrf()), ("email", &w.email), ("code", &w.code())]).await;
         assert!(!refused.shows("Consultez votre messagerie"), "{}", refused.body);
+        assert_eq!(common::queued(&w, "connexion:"), queued_before);
         std::thread::sleep(std::time::Duration::from_millis(200));
         assert_eq!(w.smtp.received().len(), before);
 

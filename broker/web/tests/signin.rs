@@ -55,6 +55,7 @@ async fn every_failure_shows_the_same_generic_text() {
         admin::deactivate_aidant(&w.t.db, &w.email).unwrap();
         let p = b.post(&app, "/connexion", &[("csrf", &csrf), ("email", &w.email), ("code", &w.code())]).await;
         assert!(p.shows(GENERIC_FAILURE), "{}: deactivated", w.t.name());
+        assert_eq!(common::queued(&w, ""), 0, "no e-mail queued");
         assert!(w.smtp.received().is_empty(), "no e-mail sent");
     }
 }
@@ -126,6 +127,7 @@ async fn repeated_failures_lock_the_email_and_are_journaled() {
         assert!(p.shows(LOCKED), "{}: locked even with the right code", w.t.name());
         let links = w.smtp.received().iter().filter(|m| m.find_link(&format!("{}/connexion/lien", common::ISSUER)).is_some()).count();
         assert_eq!(links, 0, "no sign-in link while locked");
+        assert_eq!(common::queued(&w, "connexion:"), 0, "no sign-in link queued while locked");
         let recs = broker_testkit::journal(&w.t.db, |c| journal::page(c, 0, 100)).unwrap();
         let lock = recs.iter().find(|r| r.action == "signin_locked").expect("lock journaled");
         assert_eq!(lock.aidant, Some(w.aidant_id));
@@ -140,6 +142,7 @@ async fn forms_without_the_csrf_token_are_refused() {
     b.get(&app, "/connexion").await;
     let p = b.post(&app, "/connexion", &[("csrf", "forged"), ("email", &w.email), ("code", &w.code())]).await;
     assert_eq!(p.status, StatusCode::FORBIDDEN);
+    assert_eq!(common::queued(&w, ""), 0);
     assert!(w.smtp.received().is_empty());
 }
 
@@ -267,7 +270,7 @@ async fn failures_from_elsewhere_do_not_lock_the_aidant_out() {
         assert!(locks.iter().all(|r| r.aidant == Some(w.aidant_id)));
         assert_eq!(locks.iter().filter(|r| r.details.contains(r#""scope":"email_et_adresse""#)).count(), addresses, "{}", w.t.name());
         assert_eq!(locks.iter().filter(|r| r.details.contains(r#""scope":"email""#)).count(), 1);
-        let notices: Vec<_> = w.smtp.received().into_iter().filter(|m| m.subject().is_some_and(|s| s.contains("Tentatives de connexion"))).collect();
+        let notices = common::wait_for_subject(&w, "Tentatives de connexion", 1);
         assert_eq!(notices.len(), 1, "{}: told once per window", w.t.name());
         assert_eq!(notices[0].rcpt_to, vec![w.email.clone()]);
         assert!(notices[0].body_text().contains("depuis un ordinateur ou un navigateur"));

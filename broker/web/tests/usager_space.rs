@@ -127,6 +127,24 @@ async fn a_usager_sees_their_mandats_and_uses_only_and_revokes_them() {
         assert!(done.location.unwrap().starts_with("/espace-usager?revocation="));
         assert!(w.t.db.read(|c| mandats::facts(c, other_org, marie)).unwrap()[0].autorisations.iter().all(|a| a.revoked_at.is_some()));
 
+        // Each revocation was e-mailed to the usager, with its attestation's link.
+        let told = common::wait_for_subject(&w, "a été révoqué", 2);
+        assert_eq!(told.len(), 2, "{}", w.t.name());
+        assert!(told.iter().any(|m| m.body_text().contains(&format!("/attestations/verifier/{fp}"))));
+
+        // The notices of use: on by default, turned off here (journaled), CSRF-checked.
+        let page = b.get(&app, "/espace-usager").await;
+        assert!(page.shows("Avis par e-mail") && page.shows(r#"id="avis-oui" name="avis" value="oui" checked"#), "{}", page.body);
+        let p = b.post(&app, "/espace-usager/avis", &[("csrf", "x"), ("avis", "non")]).await;
+        assert_eq!(p.status, StatusCode::FORBIDDEN);
+        let p = b.post(&app, "/espace-usager/avis", &[("csrf", &csrf), ("avis", "non")]).await;
+        assert_eq!(p.location.as_deref(), Some("/espace-usager?avis=enregistre#avis"));
+        assert!(!w.t.db.read(|c| broker_store::lifecycle::use_notices(c, marie)).unwrap());
+        let page = b.get(&app, "/espace-usager?avis=enregistre").await;
+        assert!(page.shows("Votre choix est enregistré") && page.shows(r#"id="avis-non" name="avis" value="non" checked"#));
+        let entry = broker_testkit::journal(&w.t.db, |c| journal::page(c, 0, 1000)).unwrap().into_iter().find(|e| e.action == "usager_notices_changed").unwrap();
+        assert_eq!(entry.usager, Some(marie));
+
         // The visit ends after 30 minutes.
         w.clock.advance_seconds(31 * 60);
         assert!(b.get(&app, "/espace-usager").await.shows("S'identifier avec"));

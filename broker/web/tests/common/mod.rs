@@ -214,10 +214,7 @@ where
     let code = seed.code_at(30, 6, w.clock.now());
     let sent = b.post(app, "/connexion", &[("csrf", &form.csrf()), ("email", email), ("code", &code), ("suite", "/espace")]).await;
     assert!(sent.shows("Consultez votre messagerie"), "{}", sent.body);
-    let mails = w.smtp.wait_for(before + 1, Duration::from_secs(10));
-    let mail = &mails[before];
-    assert_eq!(mail.rcpt_to, vec![email.to_owned()]);
-    let link = mail.find_link(&format!("{ISSUER}/connexion/lien?jeton=")).expect("link in the e-mail");
+    let link = wait_for_link(w, email, before);
     let path = link.strip_prefix(ISSUER).unwrap().to_owned();
     let confirm = b.get(app, &path).await;
     assert_eq!(confirm.status, StatusCode::OK);
@@ -236,8 +233,44 @@ where
     let form = b.get(app, "/connexion").await;
     let p = b.post(app, "/connexion", &[("csrf", &form.csrf()), ("email", &w.email), ("code", &w.code())]).await;
     assert!(p.shows("Consultez votre messagerie"), "{}", p.body);
-    let mails = w.smtp.wait_for(before + 1, Duration::from_secs(10));
-    let link = mails[before].find_link(&format!("{ISSUER}/connexion/lien?jeton=")).unwrap();
+    let link = wait_for_link(w, &w.email, before);
     link.split("jeton=").nth(1).unwrap().to_owned()
+}
+
+/// How many messages the mail queue holds (delivered or not), whose key starts with
+/// `prefix` (`connexion:` for sign-in links, `""` for all).
+pub fn queued(w: &World, prefix: &str) -> usize {
+    use diesel::prelude::*;
+    use broker_store::schema::mail_queue as q;
+    let keys: Vec<String> = w.t.db.read(|c| Ok(q::table.select(q::idempotency_key).load(c)?)).unwrap();
+    keys.iter().filter(|k| k.starts_with(prefix)).count()
+}
+
+/// The sign-in link of the first message to `email` received after the first `before`
+/// ones (messages go out from the mail queue, in the background: other messages may come
+/// before it).
+pub fn wait_for_link(w: &World, email: &str, before: usize) -> String {
+    let prefix = format!("{ISSUER}/connexion/lien?jeton=");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let found = w.smtp.received().into_iter().skip(before).find_map(|m| (m.rcpt_to == vec![email.to_owned()]).then(|| m.find_link(&prefix)).flatten());
+        if let Some(link) = found {
+            return link;
+        }
+        assert!(std::time::Instant::now() < deadline, "no sign-in link e-mailed to {email}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The messages received whose subject contains `subject`, once at least `n` arrived
+/// (at most 10 s), and after a short while more to see any extra one.
+pub fn wait_for_subject(w: &World, subject: &str, n: usize) -> Vec<broker_testkit::smtp::Received> {
+    let matching = || w.smtp.received().into_iter().filter(|m| m.subject().is_some_and(|s| s.contains(subject))).collect::<Vec<_>>();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while matching().len() < n && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    matching()
 }
 
