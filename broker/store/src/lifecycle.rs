@@ -142,8 +142,10 @@ pub fn missing_second_factors(c: &mut AnyConnection, now: Timestamp, run: i64) -
 
 /// Daily: a warning to each aidant without a sign-in for 150 days (once per period of
 /// inactivity), and at 180 days the account deactivated (journaled `aidant_deactivated`,
-/// reason "inactivité") and the référents of their structures told. Accounts without a
-/// structure (auditors) are left alone.
+/// reason "inactivité") and the référents of their structures told. The count starts at
+/// the last sign-in (at the account's creation for an aidant who never signed in), or at
+/// the last reactivation by a référent when later. Accounts without a structure
+/// (auditors) are left alone.
 pub fn inactivity_run(c: &mut AnyConnection, now: Timestamp) -> Result<String, StoreError> {
     let members: BTreeSet<i64> = memberships::table.select(memberships::aidant_id).distinct().load::<i64>(c)?.into_iter().collect();
     type Row = (i64, String, String, String, i64, Option<i64>, Option<i64>);
@@ -162,7 +164,18 @@ pub fn inactivity_run(c: &mut AnyConnection, now: Timestamp) -> Result<String, S
         .load(c)?;
     let (mut warned, mut deactivated, mut told) = (0, 0, 0);
     for (id, first, last, email, created, signed_in, current) in rows.into_iter().filter(|r| members.contains(&r.0)) {
-        let since = Timestamp::from_micros(signed_in.unwrap_or(created));
+        let mut since = Timestamp::from_micros(signed_in.unwrap_or(created));
+        if inactivity(since, now) != Inactivity::Active {
+            // An account reactivated by a référent starts a new period of inactivity.
+            let reactivated: Option<i64> = journal_t::table
+                .filter(journal_t::aidant_id.eq(id))
+                .filter(journal_t::action.eq(Action::AidantReactivated.key()))
+                .select(diesel::dsl::max(journal_t::at))
+                .first(c)?;
+            if let Some(at) = reactivated.filter(|at| *at > since.micros()) {
+                since = Timestamp::from_micros(at);
+            }
+        }
         match inactivity(since, now) {
             Inactivity::Active => {}
             Inactivity::Warn { deactivation_on } => {

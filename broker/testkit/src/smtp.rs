@@ -7,6 +7,9 @@
 //! let got = smtp.wait_for(1, std::time::Duration::from_secs(5));
 //! let link = got[0].find_link("http://127.0.0.1");
 //! ```
+//!
+//! A mail server outage: [`SmtpListener::stop`] closes the port and every open
+//! connection; [`SmtpListener::start_on`] serves the same port again.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -30,6 +33,8 @@ pub struct Received {
 struct Shared {
     received: Mutex<Vec<Received>>,
     stop: AtomicBool,
+    /// The connections being served (a number of each, and a handle to close it).
+    open: Mutex<Vec<(u64, TcpStream)>>,
 }
 
 /// A minimal SMTP server thread, stopped when dropped.
@@ -42,20 +47,45 @@ pub struct SmtpListener {
 impl SmtpListener {
     /// Binds 127.0.0.1 on a free port and starts serving.
     pub fn start() -> SmtpListener {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        SmtpListener::serve_from(TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
+    }
+
+    /// Binds 127.0.0.1:`port` (e.g. the port of a listener stopped before, to play a mail
+    /// server coming back) and starts serving. Waits up to 5 s for the port to be free.
+    pub fn start_on(port: u16) -> SmtpListener {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match TcpListener::bind(("127.0.0.1", port)) {
+                Ok(l) => return SmtpListener::serve_from(l),
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => panic!("bind 127.0.0.1:{port}: {e}"),
+            }
+        }
+    }
+
+    fn serve_from(listener: TcpListener) -> SmtpListener {
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
-        let shared = Arc::new(Shared { received: Mutex::new(Vec::new()), stop: AtomicBool::new(false) });
+        let shared = Arc::new(Shared { received: Mutex::new(Vec::new()), stop: AtomicBool::new(false), open: Mutex::new(Vec::new()) });
         let s = shared.clone();
         let thread = std::thread::Builder::new()
             .name(format!("smtp-{port}"))
             .spawn(move || {
+                let mut next = 0u64;
                 while !s.stop.load(Ordering::SeqCst) {
                     match listener.accept() {
                         Ok((stream, _)) => {
+                            next += 1;
+                            let n = next;
+                            if let Ok(handle) = stream.try_clone() {
+                                s.open.lock().unwrap().push((n, handle));
+                            }
                             let s = s.clone();
                             std::thread::spawn(move || {
                                 let _ = serve(stream, &s);
+                                s.open.lock().unwrap().retain(|(i, _)| *i != n);
                             });
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -67,6 +97,19 @@ impl SmtpListener {
             })
             .unwrap();
         SmtpListener { port, shared, thread: Some(thread) }
+    }
+
+    /// Stops serving, as a mail server that goes away: the port is closed (connections
+    /// are refused) and the connections open are cut. The messages received so far stay
+    /// readable.
+    pub fn stop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        for (_, c) in self.shared.open.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
     }
 
     pub fn port(&self) -> u16 {
@@ -99,10 +142,7 @@ impl SmtpListener {
 
 impl Drop for SmtpListener {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.stop();
     }
 }
 
