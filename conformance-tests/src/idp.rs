@@ -181,7 +181,11 @@ impl Idp {
     /// Moves the brokers' clock forward by `seconds`.
     pub fn advance(&self, seconds: i64) {
         let o = self.offset.fetch_add(seconds, Ordering::SeqCst) + seconds;
-        std::fs::write(&self.clock_file, o.to_string()).unwrap();
+        // Written aside then renamed: a broker never reads a half-written offset.
+        let mut tmp = self.clock_file.as_os_str().to_owned();
+        tmp.push(".tmp");
+        std::fs::write(&tmp, o.to_string()).unwrap();
+        std::fs::rename(&tmp, &self.clock_file).unwrap();
     }
 
     /// The brokers' time.
