@@ -219,7 +219,8 @@ pub fn inactivity_run(c: &mut AnyConnection, now: Timestamp) -> Result<String, S
 
 /// Every ten minutes: reads the uses journaled since `cursor` (the last entry read), marks
 /// their usagers as waiting for a notice, and sends one digest to each usager waiting
-/// whose last digest is an hour old or more. Returns the new cursor.
+/// whose last digest is an hour old or more. Returns the new cursor. Works by chunks of
+/// usagers, with a few statements per chunk.
 pub fn usager_notices_run(c: &mut AnyConnection, now: Timestamp, cursor: i64) -> Result<(String, i64), StoreError> {
     let mut cursor = cursor;
     loop {
@@ -227,7 +228,7 @@ pub fn usager_notices_run(c: &mut AnyConnection, now: Timestamp, cursor: i64) ->
             .filter(journal_t::seq.gt(cursor))
             .filter(journal_t::action.eq(Action::AutorisationUsed.key()))
             .order(journal_t::seq)
-            .limit(5_000)
+            .limit(CHUNK as i64)
             .select((journal_t::seq, journal_t::usager_id))
             .load(c)?;
         let Some(&(last, _)) = uses.last() else { break };
@@ -237,11 +238,9 @@ pub fn usager_notices_run(c: &mut AnyConnection, now: Timestamp, cursor: i64) ->
                 first.entry(*u).or_insert(*seq);
             }
         }
-        for (usager, seq) in first {
-            waiting_from(c, usager, seq)?;
-        }
+        waiting_from(c, &first)?;
         cursor = last;
-        if uses.len() < 5_000 {
+        if uses.len() < CHUNK {
             break;
         }
     }
@@ -249,74 +248,166 @@ pub fn usager_notices_run(c: &mut AnyConnection, now: Timestamp, cursor: i64) ->
     let due: Vec<(i64, bool, i64)> = usager_notices::table
         .filter(usager_notices::pending_from.is_not_null())
         .filter(usager_notices::last_digest_at.is_null().or(usager_notices::last_digest_at.le(digest_before)))
+        .order(usager_notices::usager_id)
         .select((usager_notices::usager_id, usager_notices::use_notices, usager_notices::pending_from.assume_not_null()))
         .load(c)?;
     let mut sent = 0;
-    for (usager, wanted, from) in due {
-        let (given, email): (String, Option<String>) = usagers::table.find(usager).select((usagers::given_name, usagers::email)).first(c)?;
-        let email = email.filter(|e| !e.trim().is_empty());
-        if let (true, Some(email)) = (wanted, email) {
-            let uses = uses_of(c, usager, from, cursor)?;
-            if !uses.is_empty() {
-                let notice = Notice::MandatUses { first_name: given, uses };
-                let m = NewMail { key: format!("avis-utilisation:{usager}:{from}"), recipient: &email, notice: &notice, organisation: None, aidant: None, usager: Some(usager) };
-                if mail_queue::enqueue(c, &m, now)? {
-                    sent += 1;
-                    diesel::update(usager_notices::table.find(usager)).set(usager_notices::last_digest_at.eq(Some(now.micros()))).execute(c)?;
-                }
-            }
-        }
-        diesel::update(usager_notices::table.find(usager)).set(usager_notices::pending_from.eq(None::<i64>)).execute(c)?;
+    for chunk in due.chunks(CHUNK) {
+        sent += digests(c, chunk, cursor, now)?;
     }
     Ok((messages(sent), cursor))
 }
 
-/// Marks `usager` as waiting for a notice of the uses from journal entry `seq`.
-fn waiting_from(c: &mut AnyConnection, usager: i64, seq: i64) -> Result<(), StoreError> {
-    let existing: Option<Option<i64>> = usager_notices::table.find(usager).select(usager_notices::pending_from).first(c).optional()?;
-    match existing {
-        None => {
-            diesel::insert_into(usager_notices::table)
-                .values((usager_notices::usager_id.eq(usager), usager_notices::pending_from.eq(Some(seq))))
-                .execute(c)?;
-        }
-        Some(None) => {
-            diesel::update(usager_notices::table.find(usager)).set(usager_notices::pending_from.eq(Some(seq))).execute(c)?;
-        }
-        Some(Some(_)) => {}
-    }
-    Ok(())
-}
+/// Usagers, journal entries and messages are handled this many at a time.
+const CHUNK: usize = 1_000;
 
-/// The uses of `usager`'s mandats journaled from entry `from` to entry `to`, oldest first,
-/// named as the usager knows them.
-fn uses_of(c: &mut AnyConnection, usager: i64, from: i64, to: i64) -> Result<Vec<Use>, StoreError> {
-    let rows: Vec<(i64, Option<i64>, Option<i64>, Option<String>, Option<String>)> = journal_t::table
-        .filter(journal_t::usager_id.eq(usager))
+/// Sends the digests of `due` (usager, wants notices, first entry not told) for the uses up
+/// to entry `to`, and clears their waiting marks.
+fn digests(c: &mut AnyConnection, due: &[(i64, bool, i64)], to: i64, now: Timestamp) -> Result<usize, StoreError> {
+    let ids: Vec<i64> = due.iter().map(|d| d.0).collect();
+    let wanted: Vec<(i64, i64)> = due.iter().filter(|d| d.1).map(|d| (d.0, d.2)).collect();
+    let people: BTreeMap<i64, (String, Option<String>)> = usagers::table
+        .filter(usagers::id.eq_any(wanted.iter().map(|w| w.0)))
+        .select((usagers::id, usagers::given_name, usagers::email))
+        .load::<(i64, String, Option<String>)>(c)?
+        .into_iter()
+        .map(|(id, g, e)| (id, (g, e)))
+        .collect();
+    let from = wanted.iter().map(|w| w.1).min().unwrap_or(to + 1);
+    let rows: Vec<UseRow> = journal_t::table
+        .filter(journal_t::usager_id.eq_any(wanted.iter().map(|w| w.0)))
         .filter(journal_t::action.eq(Action::AutorisationUsed.key()))
         .filter(journal_t::seq.ge(from))
         .filter(journal_t::seq.le(to))
         .order(journal_t::seq)
-        .select((journal_t::at, journal_t::aidant_id, journal_t::organisation_id, journal_t::demarche, journal_t::client_id))
+        .select((journal_t::seq, journal_t::at, journal_t::usager_id, journal_t::aidant_id, journal_t::organisation_id, journal_t::demarche, journal_t::client_id))
         .load(c)?;
-    let mut out = Vec::with_capacity(rows.len());
-    for (at, aidant, org, demarche, client) in rows {
+    let names = Names::load(c, &rows)?;
+    let mut uses: BTreeMap<i64, Vec<Use>> = BTreeMap::new();
+    let pending: BTreeMap<i64, i64> = wanted.iter().copied().collect();
+    for (seq, at, usager, aidant, org, demarche, client) in rows {
+        let Some(usager) = usager else { continue };
+        if pending.get(&usager).is_none_or(|p| seq < *p) {
+            continue;
+        }
         let Some(demarche) = demarche.as_deref().and_then(Demarche::from_key) else { continue };
-        let aidant = match aidant {
-            Some(a) => aidants::table.find(a).select((aidants::first_name, aidants::last_name)).first::<(String, String)>(c).map(|(f, l)| format!("{f} {l}"))?,
-            None => "un aidant".to_owned(),
-        };
-        let organisation = match org {
-            Some(o) => organisation_name(c, o)?,
-            None => "une structure d'aide".to_owned(),
-        };
-        let service = match client {
-            Some(id) => oidc_clients::table.filter(oidc_clients::client_id.eq(&id)).select(oidc_clients::name).first(c).optional()?.unwrap_or(id),
-            None => "un service en ligne".to_owned(),
-        };
-        out.push(Use { at: Timestamp::from_micros(at), organisation, aidant, demarche, service });
+        uses.entry(usager).or_default().push(Use {
+            at: Timestamp::from_micros(at),
+            organisation: names.organisation(org),
+            aidant: names.aidant(aidant),
+            demarche,
+            service: names.client(client),
+        });
     }
-    Ok(out)
+    let mut notices = Vec::new();
+    for (usager, from) in &wanted {
+        let Some((given, Some(email))) = people.get(usager) else { continue };
+        let Some(list) = uses.remove(usager) else { continue };
+        if email.trim().is_empty() {
+            continue;
+        }
+        notices.push((*usager, *from, email.clone(), Notice::MandatUses { first_name: given.clone(), uses: list }));
+    }
+    let mails: Vec<NewMail<'_>> = notices
+        .iter()
+        .map(|(usager, from, email, notice)| NewMail {
+            key: format!("avis-utilisation:{usager}:{from}"),
+            recipient: email,
+            notice,
+            organisation: None,
+            aidant: None,
+            usager: Some(*usager),
+        })
+        .collect();
+    let sent = mail_queue::enqueue_many(c, &mails, now)?;
+    let told: Vec<i64> = notices.iter().map(|n| n.0).collect();
+    for chunk in told.chunks(CHUNK) {
+        diesel::update(usager_notices::table.filter(usager_notices::usager_id.eq_any(chunk)))
+            .set(usager_notices::last_digest_at.eq(Some(now.micros())))
+            .execute(c)?;
+    }
+    diesel::update(usager_notices::table.filter(usager_notices::usager_id.eq_any(&ids))).set(usager_notices::pending_from.eq(None::<i64>)).execute(c)?;
+    Ok(sent)
+}
+
+/// Marks each usager of `first` (usager → journal entry) as waiting for a notice of the
+/// uses from that entry, unless already waiting.
+fn waiting_from(c: &mut AnyConnection, first: &BTreeMap<i64, i64>) -> Result<(), StoreError> {
+    let ids: Vec<i64> = first.keys().copied().collect();
+    let existing: BTreeMap<i64, Option<i64>> = usager_notices::table
+        .filter(usager_notices::usager_id.eq_any(&ids))
+        .select((usager_notices::usager_id, usager_notices::pending_from))
+        .load::<(i64, Option<i64>)>(c)?
+        .into_iter()
+        .collect();
+    let new: Vec<_> = first
+        .iter()
+        .filter(|(u, _)| !existing.contains_key(u))
+        .map(|(u, seq)| (usager_notices::usager_id.eq(*u), usager_notices::pending_from.eq(Some(*seq))))
+        .collect();
+    match c {
+        AnyConnection::Postgresql(pg) => {
+            for chunk in new.chunks(CHUNK) {
+                diesel::insert_into(usager_notices::table).values(chunk).execute(pg)?;
+            }
+        }
+        AnyConnection::Sqlite(sq) => {
+            for row in new {
+                diesel::insert_into(usager_notices::table).values(row).execute(sq)?;
+            }
+        }
+    }
+    for (usager, seq) in first.iter().filter(|(u, _)| existing.get(u) == Some(&None)) {
+        diesel::update(usager_notices::table.find(*usager)).set(usager_notices::pending_from.eq(Some(*seq))).execute(c)?;
+    }
+    Ok(())
+}
+
+/// The names of the aidants, structures and e-services of some journal entries.
+struct Names {
+    aidants: BTreeMap<i64, String>,
+    organisations: BTreeMap<i64, String>,
+    clients: BTreeMap<String, String>,
+}
+
+type UseRow = (i64, i64, Option<i64>, Option<i64>, Option<i64>, Option<String>, Option<String>);
+
+impl Names {
+    fn load(c: &mut AnyConnection, rows: &[UseRow]) -> Result<Names, StoreError> {
+        let aidant_ids: BTreeSet<i64> = rows.iter().filter_map(|r| r.3).collect();
+        let org_ids: BTreeSet<i64> = rows.iter().filter_map(|r| r.4).collect();
+        let client_ids: BTreeSet<String> = rows.iter().filter_map(|r| r.6.clone()).collect();
+        let aidants = aidants::table
+            .filter(aidants::id.eq_any(aidant_ids))
+            .select((aidants::id, aidants::first_name, aidants::last_name))
+            .load::<(i64, String, String)>(c)?
+            .into_iter()
+            .map(|(id, f, l)| (id, format!("{f} {l}")))
+            .collect();
+        let organisations = organisations::table.filter(organisations::id.eq_any(org_ids)).select((organisations::id, organisations::name)).load(c)?.into_iter().collect();
+        let clients = oidc_clients::table
+            .filter(oidc_clients::client_id.eq_any(client_ids))
+            .select((oidc_clients::client_id, oidc_clients::name))
+            .load(c)?
+            .into_iter()
+            .collect();
+        Ok(Names { aidants, organisations, clients })
+    }
+
+    fn aidant(&self, id: Option<i64>) -> String {
+        id.and_then(|i| self.aidants.get(&i).cloned()).unwrap_or_else(|| "un aidant".to_owned())
+    }
+
+    fn organisation(&self, id: Option<i64>) -> String {
+        id.and_then(|i| self.organisations.get(&i).cloned()).unwrap_or_else(|| "une structure d'aide".to_owned())
+    }
+
+    fn client(&self, id: Option<String>) -> String {
+        match id {
+            Some(id) => self.clients.get(&id).cloned().unwrap_or(id),
+            None => "un service en ligne".to_owned(),
+        }
+    }
 }
 
 /// Queues the notice of a change to a mandat to its usager (when FranceConnect gave an

@@ -51,6 +51,41 @@ pub fn enqueue(c: &mut AnyConnection, m: &NewMail<'_>, now: Timestamp) -> Result
     Ok(n == 1)
 }
 
+/// Queues every message of `list`, due at once, in few statements; a message whose key was
+/// queued before is left out. Returns how many were queued. Works inside the caller's
+/// transaction.
+pub fn enqueue_many(c: &mut AnyConnection, list: &[NewMail<'_>], now: Timestamp) -> Result<usize, StoreError> {
+    let mut rows = Vec::with_capacity(list.len());
+    for m in list {
+        let notice = serde_json::to_string(m.notice).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        rows.push((
+            q::idempotency_key.eq(m.key.clone()),
+            q::kind.eq(m.notice.kind()),
+            q::recipient.eq(m.recipient.to_owned()),
+            q::notice.eq(notice),
+            q::organisation_id.eq(m.organisation),
+            q::aidant_id.eq(m.aidant),
+            q::usager_id.eq(m.usager),
+            q::created_at.eq(now.micros()),
+            q::next_attempt_at.eq(now.micros()),
+        ));
+    }
+    let mut queued = 0;
+    match c {
+        AnyConnection::Postgresql(pg) => {
+            for chunk in rows.chunks(500) {
+                queued += diesel::insert_into(q::table).values(chunk).on_conflict_do_nothing().execute(pg)?;
+            }
+        }
+        AnyConnection::Sqlite(sq) => {
+            for row in rows {
+                queued += diesel::insert_into(q::table).values(row).on_conflict_do_nothing().execute(sq)?;
+            }
+        }
+    }
+    Ok(queued)
+}
+
 /// A message taken for delivery.
 #[derive(Debug, Clone)]
 pub struct Claimed {

@@ -154,12 +154,13 @@ struct Transaction {
 
 fn serve(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
     stream.set_nonblocking(false)?;
+    stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut out = stream.try_clone()?;
     let mut input = BufReader::new(stream);
     let reply = |out: &mut TcpStream, s: &str| -> std::io::Result<()> {
-        out.write_all(s.as_bytes())?;
-        out.write_all(b"\r\n")?;
+        // One write per reply, as a mail server does.
+        out.write_all(format!("{s}\r\n").as_bytes())?;
         out.flush()
     };
     reply(&mut out, "220 127.0.0.1 ESMTP broker-testkit")?;
