@@ -12,6 +12,7 @@ pub const KNOWN: &[(&str, &str, &str)] = &[
     ("AC_ENV", "development", "development or production"),
     ("AC_ISSUER", "http://localhost:8000 (development only)", "public base URL of the broker"),
     ("AC_LISTEN", "127.0.0.1:8000", "address and port the HTTP server binds"),
+    ("AC_METRICS_LISTEN", "(unset: no metrics)", "address and port of a private listener serving /metrics in the Prometheus text format; never AC_LISTEN"),
     ("AC_KEYS_DIR", "keys", "directory of the key files"),
     ("AC_ASSETS_DIR", "node_modules/@gouvfr/dsfr/dist", "directory of the DSFR assets"),
     ("AC_LOG", "info,actix_http::h1::dispatcher=off", "log filter (tracing EnvFilter syntax); the HTTP layer's own lines about malformed requests, already answered 400 or 431, are off by default"),
@@ -51,6 +52,8 @@ pub struct Settings {
     pub redis_url: Option<String>,
     pub issuer: String,
     pub listen: String,
+    /// Where `/metrics` is served, apart from the public listener; `None`: no metrics.
+    pub metrics_listen: Option<String>,
     pub keys_dir: PathBuf,
     pub assets_dir: PathBuf,
     pub log: String,
@@ -126,6 +129,17 @@ fn parse_num<T: std::str::FromStr>(name: &str, default: T) -> Result<T> {
     }
 }
 
+/// Whether two listen addresses would take the same socket: the same port on the same
+/// address, or on every address (`0.0.0.0`, `[::]`) for either. Names that are not IP
+/// addresses (`localhost:9464`) are compared as written.
+fn same_listener(a: &str, b: &str) -> bool {
+    use std::net::SocketAddr;
+    match (a.parse::<SocketAddr>(), b.parse::<SocketAddr>()) {
+        (Ok(a), Ok(b)) => a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified()),
+        _ => a.eq_ignore_ascii_case(b),
+    }
+}
+
 /// `AC_*` variables that no setting reads: most likely a typo.
 pub fn unknown_variables() -> Vec<String> {
     let mut out: Vec<String> = std::env::vars()
@@ -174,12 +188,23 @@ impl Settings {
             Some(o) => o.trim().to_owned(),
             None => default_journal_origin(&issuer),
         };
+        let listen = var("AC_LISTEN").map_or_else(|| "127.0.0.1:8000".to_owned(), |l| l.trim().to_owned());
+        let metrics_listen = var("AC_METRICS_LISTEN").map(|l| l.trim().to_owned());
+        if let Some(m) = &metrics_listen {
+            if same_listener(m, &listen) {
+                bail!(
+                    "AC_METRICS_LISTEN ({m}) ne doit pas être l'adresse publique AC_LISTEN ({listen}) : \
+                     les métriques se servent sur une adresse privée, sur un autre port"
+                );
+            }
+        }
         Ok(Self {
             env,
             database_url: var("DATABASE_URL").unwrap_or_else(|| "sqlite://data/broker.sqlite3".into()),
             redis_url: var("REDIS_URL"),
             issuer,
-            listen: var("AC_LISTEN").unwrap_or_else(|| "127.0.0.1:8000".into()),
+            listen,
+            metrics_listen,
             keys_dir: var("AC_KEYS_DIR").unwrap_or_else(|| "keys".into()).into(),
             assets_dir: var("AC_ASSETS_DIR").unwrap_or_else(|| "node_modules/@gouvfr/dsfr/dist".into()).into(),
             log: var("AC_LOG").unwrap_or_else(|| DEFAULT_LOG.into()),
@@ -213,6 +238,18 @@ mod tests {
     fn journal_origin_defaults_to_the_issuer_host() {
         assert_eq!(super::default_journal_origin("http://localhost:8000"), "localhost:8000/journal");
         assert_eq!(super::default_journal_origin("https://aidantsconnect.beta.gouv.fr/base"), "aidantsconnect.beta.gouv.fr/journal");
+    }
+
+    #[test]
+    fn the_metrics_listener_is_never_the_public_one() {
+        use super::same_listener;
+        assert!(same_listener("127.0.0.1:8000", "127.0.0.1:8000"));
+        assert!(same_listener("0.0.0.0:8000", "127.0.0.1:8000"));
+        assert!(same_listener("127.0.0.1:8000", "[::]:8000"));
+        assert!(same_listener("LOCALHOST:8000", "localhost:8000"));
+        assert!(!same_listener("127.0.0.1:9464", "127.0.0.1:8000"));
+        assert!(!same_listener("10.0.0.5:8000", "127.0.0.1:8000"));
+        assert!(!same_listener("localhost:9464", "localhost:8000"));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Short-lived state (codes, ceremonies, sessions, rate-limit counters): Redis when
 //! `REDIS_URL` is set, in-process otherwise. Callers hash secret keys before use.
 
+use crate::metrics::{self, CacheErrorKind};
 use crate::redemption::{self, Redeemed, Redemption, Steps};
 use std::collections::HashMap;
 use std::future::Future;
@@ -242,7 +243,7 @@ impl Redis {
     /// answer wait at most [`REDIS_CONNECTION_WAIT`].
     fn async_conn(&self) -> Result<(RuntimeId, ConnectionManager), CacheError> {
         if self.breaker.is_open() {
-            return Err(CacheError("cache injoignable (nouvel essai dans un instant)".into()));
+            return Err(refused());
         }
         let runtime = tokio::runtime::Handle::try_current().map_err(|e| CacheError(e.to_string()))?.id();
         let mut conns = self.async_conns.lock().unwrap_or_else(|p| p.into_inner());
@@ -283,7 +284,7 @@ impl Redis {
 
     fn conn(&self) -> Result<r2d2::PooledConnection<redis::Client>, CacheError> {
         if self.breaker.is_open() {
-            return Err(CacheError("cache injoignable (nouvel essai dans un instant)".into()));
+            return Err(refused());
         }
         match self.pool.get() {
             Ok(c) => {
@@ -292,7 +293,7 @@ impl Redis {
             }
             Err(e) => {
                 self.breaker.trip();
-                Err(CacheError(e.to_string()))
+                Err(no_connection(e))
             }
         }
     }
@@ -301,13 +302,34 @@ impl Redis {
         format!("{}{}", self.prefix, key)
     }
 
-    /// A command that failed because the server went away opens the breaker.
+    /// A command that failed because the server went away opens the breaker. Every
+    /// failure is counted ([`crate::metrics::CACHE_ERRORS`]).
     fn failed(&self, e: redis::RedisError) -> CacheError {
-        if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() {
+        let kind = CacheErrorKind::of(&e);
+        metrics::cache_error(kind);
+        if kind != CacheErrorKind::Reply {
             self.breaker.trip();
         }
         e.into()
     }
+}
+
+/// A call refused at once while the breaker is open.
+fn refused() -> CacheError {
+    metrics::cache_error(CacheErrorKind::Unavailable);
+    CacheError("cache injoignable (nouvel essai dans un instant)".into())
+}
+
+/// The pool could not give a connection in time.
+fn no_connection(e: r2d2::Error) -> CacheError {
+    metrics::cache_error(CacheErrorKind::Connection);
+    CacheError(e.to_string())
+}
+
+/// Redis answered something this code does not expect.
+fn unexpected(what: String) -> CacheError {
+    metrics::cache_error(CacheErrorKind::Reply);
+    CacheError(what)
 }
 
 fn ttl_ms(ttl: Duration) -> u64 {
@@ -357,7 +379,7 @@ impl Cache for Redis {
     fn ping(&self) -> Result<(), CacheError> {
         let mut c = self.conn()?;
         let pong: String = redis::cmd("PING").query(&mut *c).map_err(|e| self.failed(e))?;
-        if pong == "PONG" { Ok(()) } else { Err(CacheError(format!("réponse inattendue : {pong}"))) }
+        if pong == "PONG" { Ok(()) } else { Err(unexpected(format!("réponse inattendue : {pong}"))) }
     }
 
     fn kind(&self) -> &'static str {
@@ -369,9 +391,9 @@ impl Cache for Redis {
     }
 
     fn probe(&self) -> Result<(), CacheError> {
-        let outcome = self.pool.get().map_err(|e| CacheError(e.to_string())).and_then(|mut c| {
+        let outcome = self.pool.get().map_err(no_connection).and_then(|mut c| {
             let pong: String = redis::cmd("PING").query(&mut *c).map_err(|e| self.failed(e))?;
-            if pong == "PONG" { Ok(()) } else { Err(CacheError(format!("réponse inattendue : {pong}"))) }
+            if pong == "PONG" { Ok(()) } else { Err(unexpected(format!("réponse inattendue : {pong}"))) }
         });
         match &outcome {
             Ok(()) => self.breaker.close(),
@@ -427,6 +449,6 @@ fn redeemed((status, entry, revoked): (i64, Option<Vec<u8>>, i64)) -> Result<Red
         (1, Some(e)) => Ok(Redeemed::Issued(e)),
         (2, Some(e)) => Ok(Redeemed::Refused(e)),
         (3, _) => Ok(Redeemed::Replayed { revoked: revoked > 0 }),
-        (s, _) => Err(CacheError(format!("réponse inattendue du script : {s}"))),
+        (s, _) => Err(unexpected(format!("réponse inattendue du script : {s}"))),
     }
 }

@@ -141,6 +141,11 @@ pub fn latest(conn: &mut AnyConnection) -> Result<Option<Stored>, StoreError> {
         .optional()?)
 }
 
+/// When the latest checkpoint was made (microseconds since the Unix epoch), if any.
+pub fn latest_created_at(conn: &mut AnyConnection) -> Result<Option<i64>, StoreError> {
+    Ok(journal_checkpoints::table.select(diesel::dsl::max(journal_checkpoints::created_at)).first(conn)?)
+}
+
 pub fn by_size(conn: &mut AnyConnection, size: i64) -> Result<Option<Stored>, StoreError> {
     Ok(journal_checkpoints::table.find(size).select(Stored::as_select()).first(conn).optional()?)
 }

@@ -11,7 +11,7 @@ use diesel::r2d2::R2D2Connection;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use std::any::Any;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
 pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
@@ -24,6 +24,24 @@ pub struct Db {
     writer: Arc<Writer>,
     /// Fails calls at once for a moment after the database could not be reached.
     breaker: Arc<crate::breaker::Breaker>,
+}
+
+/// What [`Db::pool_state`] tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolState {
+    /// Connections open, in use or idle.
+    pub connections: u32,
+    /// Open connections no call holds.
+    pub idle: u32,
+    /// The most connections the pool opens.
+    pub max: u32,
+}
+
+impl PoolState {
+    /// Connections held by a call now.
+    pub fn in_use(&self) -> u32 {
+        self.connections.saturating_sub(self.idle)
+    }
 }
 
 /// Group-commit writers per process on PostgreSQL ([`crate::group`]). Two, taking turns,
@@ -67,12 +85,26 @@ impl Db {
     }
 
     /// A connection from the pool, waiting [`CONNECTION_WAIT`] at most; none at all for a
-    /// moment after the database could not be reached ([`Db::unreachable`]).
+    /// moment after the database could not be reached ([`Db::unreachable`]). An idle
+    /// connection is taken at once; otherwise the wait is counted
+    /// ([`crate::metrics::DB_POOL_WAITS`]).
     pub fn conn(&self) -> Result<PooledConnection, StoreError> {
         if self.breaker.is_open() {
             return Err(StoreError::Unavailable("base de données injoignable (nouvel essai dans un instant)".into()));
         }
-        match self.pool.get_timeout(CONNECTION_WAIT) {
+        let asked = Instant::now();
+        let got = match self.pool.try_get() {
+            Some(c) => {
+                crate::metrics::pool_wait(asked.elapsed(), true);
+                Ok(c)
+            }
+            None => {
+                let got = self.pool.get_timeout(CONNECTION_WAIT);
+                crate::metrics::pool_wait(asked.elapsed(), false);
+                got
+            }
+        };
+        match got {
             Ok(c) => {
                 self.breaker.close();
                 Ok(c)
@@ -82,6 +114,12 @@ impl Db {
                 Err(StoreError::Unavailable(e.to_string()))
             }
         }
+    }
+
+    /// The pool now: connections open, idle among them, and the most it opens.
+    pub fn pool_state(&self) -> PoolState {
+        let state = self.pool.state();
+        PoolState { connections: state.connections, idle: state.idle_connections, max: self.pool.max_size() }
     }
 
     /// Whether the database could not be reached a moment ago (calls fail at once).

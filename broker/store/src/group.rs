@@ -59,19 +59,25 @@ pub(crate) enum Job {
     Disclose(DiscloseRequest, Reply<Result<Disclosed, StoreError>>),
 }
 
-/// What the writer has committed since it started.
+/// What the writer has committed since it started, and what waits for it now.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct GroupStats {
     /// Batches taken, each run in one transaction.
     pub batches: u64,
     /// Jobs in them.
     pub jobs: u64,
+    /// Jobs in the queue now, not yet taken into a batch: their journal entries are not
+    /// numbered yet.
+    pub waiting: u64,
 }
 
 #[derive(Default)]
 struct Counters {
     batches: AtomicU64,
     jobs: AtomicU64,
+    /// Counted before a job is queued and uncounted when a batch takes it (or when it is
+    /// refused), so it never goes below zero.
+    waiting: AtomicU64,
 }
 
 /// The writer threads and the queue to them. When the last handle goes, the threads
@@ -103,18 +109,23 @@ impl Writer {
     }
 
     pub(crate) fn stats(&self) -> GroupStats {
-        GroupStats { batches: self.counters.batches.load(Ordering::Relaxed), jobs: self.counters.jobs.load(Ordering::Relaxed) }
+        GroupStats {
+            batches: self.counters.batches.load(Ordering::Relaxed),
+            jobs: self.counters.jobs.load(Ordering::Relaxed),
+            waiting: self.counters.waiting.load(Ordering::Relaxed),
+        }
     }
 
     pub(crate) fn submit(&self, job: Job) {
         let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        match queue.as_ref() {
-            Some(q) => {
-                if let Err(mpsc::SendError(job)) = q.send(job) {
-                    refuse(job, "le service s'arrête");
-                }
-            }
-            None => refuse(job, "le service s'arrête"),
+        self.counters.waiting.fetch_add(1, Ordering::Relaxed);
+        let refused = match queue.as_ref() {
+            Some(q) => q.send(job).err().map(|mpsc::SendError(job)| job),
+            None => Some(job),
+        };
+        if let Some(job) = refused {
+            self.counters.waiting.fetch_sub(1, Ordering::Relaxed);
+            refuse(job, "le service s'arrête");
         }
     }
 }
@@ -160,6 +171,7 @@ fn run(rx: &Mutex<mpsc::Receiver<Job>>, pool: &Pool, breaker: &crate::breaker::B
         // Counted before any job is answered: whoever got an answer sees its batch counted.
         counters.batches.fetch_add(1, Ordering::Relaxed);
         counters.jobs.fetch_add(jobs.len() as u64, Ordering::Relaxed);
+        counters.waiting.fetch_sub(jobs.len() as u64, Ordering::Relaxed);
         commit_batch(jobs, pool, breaker);
     }
 }

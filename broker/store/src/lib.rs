@@ -22,6 +22,7 @@ pub mod mail_queue;
 pub mod mandat_changes;
 pub mod mandat_facts;
 pub mod mandats;
+pub mod metrics;
 pub mod oidc_state;
 pub mod redemption;
 pub mod referent;

@@ -15,6 +15,7 @@ pub mod jwks;
 pub mod mail;
 pub mod mail_sender;
 pub mod mandat_new;
+pub mod metrics;
 pub mod oidc;
 pub mod page_error;
 pub mod pages;
@@ -212,9 +213,10 @@ fn settle(res: ServiceResponse<BoxBody>, state: Option<&web::Data<AppState>>) ->
     res
 }
 
-/// The whole application: routes, sessions, security headers and request logs. Request
-/// logs carry method, path (never the query string, which may hold codes or tokens),
-/// status and duration only.
+/// The whole application: routes, sessions, security headers, request logs and
+/// metrics. Request logs carry method, path (never the query string, which may hold codes
+/// or tokens), status and duration only; metrics, the route template instead of the path
+/// ([`metrics::record_request`]).
 pub fn app(
     state: web::Data<AppState>,
     assets_dir: PathBuf,
@@ -255,6 +257,7 @@ pub fn app(
                     Ok(fut) => settle(fut.await?.map_into_boxed_body(), state.as_ref()),
                 };
                 add_security_headers(&mut res, development);
+                metrics::record_request(&res, started.elapsed());
                 tracing::info!(
                     target: "http",
                     method = %method,

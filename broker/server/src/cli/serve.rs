@@ -150,9 +150,21 @@ pub(super) fn serve(s: &Settings) -> Result<(), Failure> {
         .collect::<Vec<_>>()
         .join(", ");
     tracing::info!(backend = state.db.backend().name(), cache = state.cache.kind(), issuer = %s.issuer, signing_kids = %signing_kids, franceconnect = %fc_issuer, "starting");
-    actix_web::rt::System::new()
-        .block_on(broker_web::serve(state, opts))
-        .map_err(|e| Failure { code: 1, message: format!("serveur HTTP : {e} ({})", s.listen) })
+    let metrics = match &s.metrics_listen {
+        Some(listen) => {
+            let handle = broker_web::metrics::install().map_err(|e| Failure { code: 1, message: format!("métriques : {e}") })?;
+            Some((listen.clone(), handle))
+        }
+        None => None,
+    };
+    actix_web::rt::System::new().block_on(async {
+        if let Some((listen, handle)) = metrics {
+            let server = broker_web::metrics::server(actix_web::web::Data::new(state.clone()), handle, &listen)
+                .map_err(|e| Failure { code: 1, message: format!("métriques (AC_METRICS_LISTEN) : {e} ({listen})") })?;
+            actix_web::rt::spawn(server);
+        }
+        broker_web::serve(state, opts).await.map_err(|e| Failure { code: 1, message: format!("serveur HTTP : {e} ({})", s.listen) })
+    })
 }
 
 /// The clock of the service: the system's, or in development the one moved by
