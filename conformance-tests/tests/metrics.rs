@@ -147,7 +147,10 @@ on_both_backends! {
         assert_eq!(status, 404, "no metrics on the public address: {body}");
 
         // The periodic task signs its first checkpoint shortly after start.
-        let s = scrape_until(&metrics, |s| !s.values("broker_journal_checkpoint_age_seconds", &[]).is_empty());
+        // The scheduled jobs run once at start too.
+        let s = scrape_until(&metrics, |s| {
+            !s.values("broker_journal_checkpoint_age_seconds", &[]).is_empty() && s.values("broker_job_last_run_success", &[]).len() == 4
+        });
 
         // Requests, by route template, method and status.
         s.described("broker_http_requests_total", "counter");
@@ -197,6 +200,30 @@ on_both_backends! {
         s.described("broker_journal_checkpoint_age_seconds", "gauge");
         let age = s.one("broker_journal_checkpoint_age_seconds", &[]);
         assert!(age.is_finite() && (0.0..600.0).contains(&age), "{age}");
+
+        // The mail queue.
+        for g in ["broker_mail_queue_waiting", "broker_mail_queue_retrying", "broker_mail_queue_given_up", "broker_mail_queue_oldest_age_seconds"] {
+            s.described(g, "gauge");
+            let v = s.one(g, &[]);
+            assert!(v.is_finite() && v >= 0.0, "{g} = {v}");
+        }
+        assert!(s.one("broker_mail_queue_retrying", &[]) <= s.one("broker_mail_queue_waiting", &[]));
+        s.described("broker_mail_delivered_total", "counter");
+        s.described("broker_mail_delivery_failures_total", "counter");
+        for kind in ["retry", "given_up"] {
+            assert!(s.one("broker_mail_delivery_failures_total", &[("kind", kind)]) >= 0.0);
+        }
+
+        // Each scheduled job: its last run (a moment ago, successful) and its next due instant.
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+        for job in ["rappel-mandats-echeance", "rappel-seconds-facteurs", "inactivite-aidants", "avis-usagers"] {
+            let last = s.one("broker_job_last_run_timestamp_seconds", &[("job", job)]);
+            assert!(last <= now + 1.0 && last > now - 600.0, "{job}: {last} vs {now}");
+            assert_eq!(s.one("broker_job_last_run_success", &[("job", job)]), 1.0, "{job}");
+            let took = s.one("broker_job_last_run_duration_seconds", &[("job", job)]);
+            assert!((0.0..60.0).contains(&took), "{job}: {took}");
+            assert!(s.one("broker_job_next_due_timestamp_seconds", &[("job", job)]) >= last + 599.0, "{job}");
+        }
 
         // A later scrape sees the counters grow.
         assert_eq!(b.get(DISCOVERY).0, 200);

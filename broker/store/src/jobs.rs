@@ -21,6 +21,16 @@ pub struct JobState {
     pub last_duration_micros: Option<i64>,
 }
 
+impl JobState {
+    /// Whether the last run succeeded (`None`: never run).
+    pub fn last_ok(&self) -> Option<bool> {
+        self.last_outcome.as_deref().map(|o| !o.starts_with(FAILED))
+    }
+}
+
+/// How the outcome of a failed run begins.
+const FAILED: &str = "échec";
+
 /// One run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Run {
@@ -45,8 +55,14 @@ pub fn ensure(c: &mut AnyConnection, now: Timestamp) -> Result<(), StoreError> {
 /// Every job, in the order of [`Job::ALL`].
 pub fn list(db: &Db, now: Timestamp) -> Result<Vec<JobState>, StoreError> {
     db.write(|c| ensure(c, now))?;
+    db.read(states)
+}
+
+/// The jobs that have a row (every job once a server or `broker jobs` ran), in the order
+/// of [`Job::ALL`].
+pub fn states(c: &mut AnyConnection) -> Result<Vec<JobState>, StoreError> {
     let rows: Vec<(String, i64, Option<i64>, Option<String>, Option<i64>)> =
-        db.read(|c| Ok(j::table.select((j::name, j::next_due_at, j::last_run_at, j::last_outcome, j::last_duration_micros)).load(c)?))?;
+        j::table.select((j::name, j::next_due_at, j::last_run_at, j::last_outcome, j::last_duration_micros)).load(c)?;
     let mut out: Vec<JobState> = rows
         .into_iter()
         .filter_map(|(name, due, last, outcome, micros)| {
@@ -124,7 +140,7 @@ fn run_taken(db: &Db, job: Job, now: Timestamp) -> Result<Option<Run>, StoreErro
         Err(e @ StoreError::Unavailable(_)) => Err(e),
         Err(e) => {
             let micros = i64::try_from(started.elapsed().as_micros()).unwrap_or(i64::MAX);
-            let outcome = format!("échec : {e}");
+            let outcome = format!("{FAILED} : {e}");
             tracing::error!(job = job.name(), error = %e, "scheduled job failed");
             db.write(|c| {
                 diesel::update(j::table.find(job.name()).filter(j::next_due_at.le(now.micros())))

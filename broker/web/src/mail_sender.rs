@@ -99,7 +99,10 @@ impl MailSender {
                 break;
             }
             let busy = match deliver_due(&db, &mailer, &base, clock.now()) {
-                Ok(p) => p.taken() as i64 == BATCH,
+                Ok(p) => {
+                    crate::metrics::record_mail(&p);
+                    p.taken() as i64 == BATCH
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "mail queue not read");
                     false

@@ -5,7 +5,7 @@
 //! - counted as things happen: requests ([`record_request`]), waits for a database
 //!   connection and cache errors ([`broker_store::metrics`]);
 //! - read at each scrape by [`refresh`]: the pool, the group-commit queue, the age of the
-//!   latest journal checkpoint.
+//!   latest journal checkpoint, the mail queue and the scheduled jobs.
 //!
 //! Labels hold fixed words only: a route template, never a path, an id or anything a
 //! person typed.
@@ -27,6 +27,16 @@ pub const DB_POOL_IDLE: &str = "broker_db_pool_connections_idle";
 pub const DB_POOL_MAX: &str = "broker_db_pool_connections_max";
 pub const JOURNAL_WRITES_WAITING: &str = "broker_journal_writes_waiting";
 pub const JOURNAL_CHECKPOINT_AGE: &str = "broker_journal_checkpoint_age_seconds";
+pub const MAIL_WAITING: &str = "broker_mail_queue_waiting";
+pub const MAIL_RETRYING: &str = "broker_mail_queue_retrying";
+pub const MAIL_GIVEN_UP: &str = "broker_mail_queue_given_up";
+pub const MAIL_OLDEST_AGE: &str = "broker_mail_queue_oldest_age_seconds";
+pub const MAIL_DELIVERED: &str = "broker_mail_delivered_total";
+pub const MAIL_FAILURES: &str = "broker_mail_delivery_failures_total";
+pub const JOB_LAST_RUN: &str = "broker_job_last_run_timestamp_seconds";
+pub const JOB_LAST_SUCCESS: &str = "broker_job_last_run_success";
+pub const JOB_LAST_DURATION: &str = "broker_job_last_run_duration_seconds";
+pub const JOB_NEXT_DUE: &str = "broker_job_next_due_timestamp_seconds";
 
 /// The `route` label of a request that matched no route (a 404 page, a static file
 /// that does not exist).
@@ -66,7 +76,28 @@ fn describe() {
     describe_gauge!(DB_POOL_MAX, "Most database connections the pool opens");
     describe_gauge!(JOURNAL_WRITES_WAITING, "Writes queued for the group-commit writer, whose journal entries are not numbered yet");
     describe_gauge!(JOURNAL_CHECKPOINT_AGE, Unit::Seconds, "Seconds since the latest signed checkpoint of the journal");
+    describe_gauge!(MAIL_WAITING, "E-mails in the queue, not delivered yet");
+    describe_gauge!(MAIL_RETRYING, "E-mails in the queue that failed at least once and wait for another attempt");
+    describe_gauge!(MAIL_GIVEN_UP, "E-mails given up (refused for good, or too many attempts)");
+    describe_gauge!(MAIL_OLDEST_AGE, Unit::Seconds, "Age of the oldest e-mail waiting in the queue (0 when none)");
+    describe_counter!(MAIL_DELIVERED, "E-mails delivered by this process");
+    describe_counter!(MAIL_FAILURES, "Failed delivery attempts by this process, by kind (retry or given_up)");
+    describe_gauge!(JOB_LAST_RUN, Unit::Seconds, "Unix time of each scheduled job's last run");
+    describe_gauge!(JOB_LAST_SUCCESS, "1 when the job's last run succeeded, 0 when it failed");
+    describe_gauge!(JOB_LAST_DURATION, Unit::Seconds, "Duration of each scheduled job's last run");
+    describe_gauge!(JOB_NEXT_DUE, Unit::Seconds, "Unix time each scheduled job is due next");
+    counter!(MAIL_DELIVERED).absolute(0);
+    for kind in ["retry", "given_up"] {
+        counter!(MAIL_FAILURES, "kind" => kind).absolute(0);
+    }
     broker_store::metrics::describe();
+}
+
+/// Counts what a pass of the mail sender did.
+pub fn record_mail(pass: &crate::mail_sender::Pass) {
+    counter!(MAIL_DELIVERED).increment(pass.sent as u64);
+    counter!(MAIL_FAILURES, "kind" => "retry").increment(pass.retry as u64);
+    counter!(MAIL_FAILURES, "kind" => "given_up").increment(pass.given_up as u64);
 }
 
 /// Counts an answered request under its route template (`/autorisation/{flow}`), or
@@ -105,6 +136,32 @@ pub fn refresh(state: &AppState) {
 /// The gauges read from the database, on one connection.
 fn from_database(c: &mut AnyConnection) -> Result<(), StoreError> {
     journal_checkpoint(c)?;
+    mail_queue(c)?;
+    scheduled_jobs(c)?;
+    Ok(())
+}
+
+fn mail_queue(c: &mut AnyConnection) -> Result<(), StoreError> {
+    let q = broker_store::mail_queue::stats(c)?;
+    gauge!(MAIL_WAITING).set(q.waiting as f64);
+    gauge!(MAIL_RETRYING).set(q.retrying as f64);
+    gauge!(MAIL_GIVEN_UP).set(q.given_up as f64);
+    let age = q.oldest_waiting_since.map_or(0.0, |t| (Timestamp::now().micros() - t.micros()).max(0) as f64 / 1e6);
+    gauge!(MAIL_OLDEST_AGE).set(age);
+    Ok(())
+}
+
+/// Per job, labelled by its name; absent for a job that has never been looked at.
+fn scheduled_jobs(c: &mut AnyConnection) -> Result<(), StoreError> {
+    for j in broker_store::jobs::states(c)? {
+        let name = j.job.name();
+        gauge!(JOB_NEXT_DUE, "job" => name).set(j.next_due_at.micros() as f64 / 1e6);
+        if let (Some(at), Some(ok)) = (j.last_run_at, j.last_ok()) {
+            gauge!(JOB_LAST_RUN, "job" => name).set(at.micros() as f64 / 1e6);
+            gauge!(JOB_LAST_SUCCESS, "job" => name).set(if ok { 1.0 } else { 0.0 });
+            gauge!(JOB_LAST_DURATION, "job" => name).set(j.last_duration_micros.unwrap_or(0) as f64 / 1e6);
+        }
+    }
     Ok(())
 }
 
