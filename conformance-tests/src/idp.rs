@@ -25,6 +25,27 @@ pub enum Backend {
     Postgres,
 }
 
+impl Backend {
+    /// Adds the database (and on PostgreSQL, Redis and a fresh cache prefix) settings of
+    /// this backend to `env`: a SQLite file in `dir`, or a fresh PostgreSQL database,
+    /// returned so that it lives as long as the test.
+    pub fn store_env(self, env: &mut Vec<(String, String)>, dir: &std::path::Path, prefix: &str) -> Option<TestDb> {
+        match self {
+            Backend::Sqlite => {
+                env.push(("DATABASE_URL".into(), format!("sqlite://{}", dir.join("b.sqlite3").display())));
+                None
+            }
+            Backend::Postgres => {
+                let t = TestDb::postgres_url_only();
+                env.push(("DATABASE_URL".into(), t.url.clone()));
+                env.push(("REDIS_URL".into(), redis_url()));
+                env.push(("AC_CACHE_PREFIX".into(), format!("ac-{prefix}-{}:", hex::encode(rand::random::<[u8; 8]>()))));
+                Some(t)
+            }
+        }
+    }
+}
+
 /// The address FranceConnect's core registers as its callback.
 pub const CALLBACK: &str = "https://fc.exemple.gouv.fr/api/v2/oidc-callback";
 /// A second callback registered for the same client.
@@ -117,19 +138,7 @@ impl Idp {
             ("AC_OUTBOX_DIR".into(), outbox.display().to_string()),
             ("AC_DEV_CLOCK_OFFSET_FILE".into(), clock_file.display().to_string()),
         ];
-        let pg = match backend {
-            Backend::Sqlite => {
-                env.push(("DATABASE_URL".into(), format!("sqlite://{}", work.path().join("b.sqlite3").display())));
-                None
-            }
-            Backend::Postgres => {
-                let t = TestDb::postgres_url_only();
-                env.push(("DATABASE_URL".into(), t.url.clone()));
-                env.push(("REDIS_URL".into(), redis_url()));
-                env.push(("AC_CACHE_PREFIX".into(), format!("ac-conformance-{}:", hex::encode(rand::random::<[u8; 8]>()))));
-                Some(t)
-            }
-        };
+        let pg = backend.store_env(&mut env, work.path(), "conformance");
         for (k, v) in env.iter_mut() {
             if let Some(new) = edit(k, v) {
                 *v = new;

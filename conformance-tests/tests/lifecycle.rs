@@ -24,7 +24,7 @@ use broker_store::schema::mail_queue as q;
 use broker_store::seal::Sealer;
 use broker_store::{auth, jobs, journal, lifecycle, referent, DatabaseUrl, Db};
 use broker_testkit::smtp::{Received, SmtpListener};
-use broker_testkit::{redis_url, TestDb};
+use broker_testkit::TestDb;
 use conformance_tests::idp::Backend;
 use conformance_tests::{broker_bin, on_both_backends, Broker};
 use diesel::prelude::*;
@@ -75,19 +75,7 @@ impl Lab {
             ("AC_SMTP_URL".into(), smtp.url()),
             ("AC_JOBS_INTERVAL_SECONDS".into(), "1".into()),
         ];
-        let pg = match backend {
-            Backend::Sqlite => {
-                env.push(("DATABASE_URL".into(), format!("sqlite://{}", work.path().join("b.sqlite3").display())));
-                None
-            }
-            Backend::Postgres => {
-                let t = TestDb::postgres_url_only();
-                env.push(("DATABASE_URL".into(), t.url.clone()));
-                env.push(("REDIS_URL".into(), redis_url()));
-                env.push(("AC_CACHE_PREFIX".into(), format!("ac-lifecycle-{}:", hex::encode(rand::random::<[u8; 8]>()))));
-                Some(t)
-            }
-        };
+        let pg = backend.store_env(&mut env, work.path(), "lifecycle");
         let mut brokers: Vec<Broker> = Vec::new();
         for _ in 0..instances {
             let mut e: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();

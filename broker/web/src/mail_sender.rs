@@ -32,26 +32,37 @@ impl Pass {
     }
 }
 
-/// Delivers the messages due at `now`, up to [`BATCH`] of them.
+/// Messages of a pass sent at the same time, each on its own SMTP connection.
+const PARALLEL: usize = 4;
+
+/// Writes out and sends one claimed message: `Err((permanent, error))` when not delivered.
+fn send_one(mailer: &Mailer, base: &str, m: &mail_queue::Claimed) -> Result<(), (bool, String)> {
+    let notice = serde_json::from_str::<Notice>(&m.notice).map_err(|_| (true, "avis illisible".to_owned()))?;
+    let r = notice.render(base);
+    mailer
+        .send_keyed(&Message { to: m.recipient.clone(), subject: r.subject, text: r.text }, Some(&m.key))
+        .map_err(|e| (e.is_permanent(), e.to_string()))
+}
+
+/// Delivers the messages due at `now`, up to [`BATCH`] of them, [`PARALLEL`] at a time.
 pub fn deliver_due(db: &Db, mailer: &Mailer, base: &str, now: Timestamp) -> Result<Pass, StoreError> {
     let claimed = db.write(|c| mail_queue::claim(c, now, BATCH))?;
+    let per_thread = claimed.len().div_ceil(PARALLEL).max(1);
+    let results: Vec<(&mail_queue::Claimed, Result<(), (bool, String)>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = claimed
+            .chunks(per_thread)
+            .map(|chunk| s.spawn(move || chunk.iter().map(|m| (m, send_one(mailer, base, m))).collect::<Vec<_>>()))
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+    });
     let mut pass = Pass::default();
-    for m in claimed {
-        let result = match serde_json::from_str::<Notice>(&m.notice) {
-            Ok(notice) => {
-                let r = notice.render(base);
-                mailer
-                    .send_keyed(&Message { to: m.recipient.clone(), subject: r.subject, text: r.text }, Some(&m.key))
-                    .map_err(|e| (e.is_permanent(), e.to_string()))
-            }
-            Err(_) => Err((true, "avis illisible".to_owned())),
-        };
+    for (m, result) in results {
         match result {
             Ok(()) => {
                 db.write(|c| mail_queue::sent(c, m.id, now))?;
                 pass.sent += 1;
             }
-            Err((permanent, error)) => match db.write(|c| mail_queue::failed(c, &m, &error, permanent, now))? {
+            Err((permanent, error)) => match db.write(|c| mail_queue::failed(c, m, &error, permanent, now))? {
                 Outcome::Retry { at } => {
                     tracing::warn!(message = m.id, attempts = m.attempts, error = %error, retry_at = %at.rfc3339(), "e-mail not delivered, tried again later");
                     pass.retry += 1;
