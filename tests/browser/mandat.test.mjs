@@ -208,6 +208,19 @@ test('usager space: Hélène identifies with the simulator, sees her mandat and 
     assert.match(await page.locator('main').innerText(), /la personne elle-même/);
     await screenshot(page, '11-revocation-usager');
     await axe(page);
+
+    // The e-mail notices of use: turned off with the keyboard-reachable radio group.
+    await page.goto(`${baseUrl}/espace-usager`, { waitUntil: 'load' });
+    assert.ok(await page.getByLabel('Oui, me prévenir').isChecked(), 'notices are on by default');
+    await page.getByLabel('Oui, me prévenir').focus();
+    await page.keyboard.press('ArrowDown');
+    assert.ok(await page.getByLabel('Non, ne pas me prévenir').isChecked(), 'the arrow key moves the choice');
+    await page.keyboard.press('Tab');
+    assert.equal(await page.evaluate(() => document.activeElement?.textContent?.trim()), 'Enregistrer mon choix');
+    await page.keyboard.press('Enter');
+    await page.getByText('Votre choix est enregistré').waitFor();
+    assert.ok(await page.getByLabel('Non, ne pas me prévenir').isChecked(), 'the choice is kept');
+    await axe(page);
     assertNoProblems(problems, 'usager space');
   } finally {
     await context.close().catch(() => {});
