@@ -36,10 +36,13 @@ CREATE TABLE scheduled_jobs (
 );
 
 -- The last sign-in of each aidant (inactivity reminders), from the journal for the
--- aidants who signed in before.
+-- aidants who signed in before (their creation otherwise). An account already inactive
+-- for 150 days or more counts from 150 days before this migration: it is warned at the
+-- first run and deactivated 30 days later, never at once.
 ALTER TABLE aidants ADD COLUMN last_signin_at BIGINT;
-UPDATE aidants SET last_signin_at =
-    (SELECT max(j.at) FROM journal j WHERE j.aidant_id = aidants.id AND j.action = 'aidant_login');
+UPDATE aidants SET last_signin_at = max(
+    COALESCE((SELECT max(j.at) FROM journal j WHERE j.aidant_id = aidants.id AND j.action = 'aidant_login'), aidants.created_at),
+    CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER) - 150 * 86400000000);
 
 -- The usagers' notices of use: turned off by the usager, or waiting for the hourly digest
 -- (pending_from: the first journal entry not yet told).
