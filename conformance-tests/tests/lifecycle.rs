@@ -314,7 +314,7 @@ fn mandats_digest(backend: Backend) {
         let got = lab.mails(who, MANDATS_SUBJECT);
         assert_eq!(got.len(), 1, "{who}: one digest this week, got {:?}", got.iter().map(|m| m.subject()).collect::<Vec<_>>());
         let m = &got[0];
-        assert_eq!(m.subject().as_deref(), Some("2 mandats de votre structure prennent fin dans moins de 30 jours"));
+        assert_eq!(m.subject().as_deref(), Some("2 mandats de votre structure prennent fin dans les 30 jours"));
         let text = m.body_text();
         assert!(text.contains("France Services Tourcoing"), "{text}");
         assert!(text.contains(&renew_link(u29, m29)) && text.contains("Jeanne Martin : fin le"), "the 29th day is announced: {text}");
@@ -340,7 +340,7 @@ fn mandats_digest(backend: Backend) {
         let got = lab.mails(who, MANDATS_SUBJECT);
         assert_eq!(got.len(), 2, "{who}: one more digest the next week");
         let text = got[1].body_text();
-        assert_eq!(got[1].subject().as_deref(), Some("3 mandats de votre structure prennent fin dans moins de 30 jours"));
+        assert_eq!(got[1].subject().as_deref(), Some("3 mandats de votre structure prennent fin dans les 30 jours"));
         for (u, m) in [(u29, m29), (u30, m30), (u31, m31)] {
             assert!(text.contains(&renew_link(u, m)), "{text}");
         }

@@ -159,9 +159,9 @@ impl Notice {
                 );
                 text.push_str(SIGNATURE);
                 let subject = if mandats.len() == 1 {
-                    "Un mandat de votre structure prend fin dans moins de 30 jours".to_owned()
+                    "Un mandat de votre structure prend fin dans les 30 jours".to_owned()
                 } else {
-                    format!("{} mandats de votre structure prennent fin dans moins de 30 jours", mandats.len())
+                    format!("{} mandats de votre structure prennent fin dans les 30 jours", mandats.len())
                 };
                 Rendered { subject, text }
             }
@@ -199,8 +199,8 @@ impl Notice {
                 subject: "Un compte d'aidant de votre structure a été désactivé pour inactivité".into(),
                 text: format!(
                     "Bonjour {first_name},\n\nVous recevez ce message parce que vous êtes référent(e) de la structure \
-                     {organisation}. Le compte de {} ({}) a été désactivé : sa dernière connexion date du {}, il y a \
-                     plus de 180 jours. Ses mandats restent valables pour les autres aidants de la structure.\n\n\
+                     {organisation}. Le compte de {} ({}) a été désactivé : sans connexion depuis le {} (plus de \
+                     180 jours). Ses mandats restent valables pour les autres aidants de la structure.\n\n\
                      Si cette personne aide toujours des usagers, réactivez son compte depuis sa fiche : \
                      {base}/referent/aidants/{}\n{SIGNATURE}",
                     aidant.name,
@@ -233,10 +233,17 @@ impl Notice {
                 Rendered { subject: "Votre mandat Aidants Connect a été utilisé".into(), text }
             }
             Notice::MandatChanged { first_name, change, organisation, demarches, expires_at, fingerprint } => {
+                let list = list_demarches(demarches);
                 let (subject, what) = match change {
-                    MandatChange::Created => ("Vous avez signé un mandat Aidants Connect", "Vous avez signé un mandat"),
-                    MandatChange::Renewed => ("Votre mandat Aidants Connect a été renouvelé", "Votre mandat a été renouvelé"),
-                    MandatChange::Revoked => ("Votre mandat Aidants Connect a été révoqué", "Votre mandat a été révoqué"),
+                    MandatChange::Created => {
+                        ("Vous avez signé un mandat Aidants Connect", format!("Vous avez signé un mandat avec la structure {organisation}, pour : {list}."))
+                    }
+                    MandatChange::Renewed => {
+                        ("Votre mandat Aidants Connect a été renouvelé", format!("Votre mandat avec la structure {organisation} a été renouvelé, pour : {list}."))
+                    }
+                    MandatChange::Revoked => {
+                        ("Votre mandat Aidants Connect a été révoqué", format!("Votre mandat avec la structure {organisation} a été révoqué, pour : {list}."))
+                    }
                 };
                 let validity = match change {
                     MandatChange::Revoked => "La structure ne peut plus faire ces démarches pour vous.".to_owned(),
@@ -248,10 +255,9 @@ impl Notice {
                 Rendered {
                     subject: subject.into(),
                     text: format!(
-                        "Bonjour {first_name},\n\n{what} avec la structure {organisation}, pour : {}.\n{validity}\n\n\
+                        "Bonjour {first_name},\n\n{what}\n{validity}\n\n\
                          Vous pouvez vérifier l'attestation de ce changement ici : {base}/attestations/verifier/{fingerprint}\n\
-                         Pour voir ou révoquer vos mandats : {base}/espace-usager\n{SIGNATURE}",
-                        list_demarches(demarches)
+                         Pour voir ou révoquer vos mandats : {base}/espace-usager\n{SIGNATURE}"
                     ),
                 }
             }
@@ -304,7 +310,7 @@ mod tests {
             }],
         };
         let r = n.render(BASE);
-        assert_eq!(r.subject, "Un mandat de votre structure prend fin dans moins de 30 jours");
+        assert_eq!(r.subject, "Un mandat de votre structure prend fin dans les 30 jours");
         assert!(r.text.contains("aidant(e) de la structure CCAS de Lyon"));
         assert!(r.text.contains("Angela Dubois : fin le 02/01/2027"));
         assert!(r.text.contains(&format!("{BASE}/usagers/3/mandats/7/renouveler")));

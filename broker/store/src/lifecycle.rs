@@ -185,9 +185,19 @@ pub fn inactivity_run(c: &mut AnyConnection, now: Timestamp) -> Result<String, S
                 warned += usize::from(mail_queue::enqueue(c, &m, now)?);
             }
             Inactivity::Deactivate => {
-                diesel::update(aidants::table.find(id).filter(aidants::active.eq(true)))
-                    .set((aidants::active.eq(false), aidants::deactivated_at.eq(Some(now.micros()))))
-                    .execute(c)?;
+                // Not if the aidant signed in meanwhile (PostgreSQL: a sign-in committed
+                // after this run read the accounts).
+                let changed = diesel::update(
+                    aidants::table
+                        .find(id)
+                        .filter(aidants::active.eq(true))
+                        .filter(aidants::last_signin_at.is_null().or(aidants::last_signin_at.le(since.micros()))),
+                )
+                .set((aidants::active.eq(false), aidants::deactivated_at.eq(Some(now.micros()))))
+                .execute(c)?;
+                if changed == 0 {
+                    continue;
+                }
                 deactivated += 1;
                 let orgs: Vec<i64> = memberships::table.filter(memberships::aidant_id.eq(id)).order(memberships::organisation_id).select(memberships::organisation_id).load(c)?;
                 let line = AidantLine { id, name: format!("{first} {last}"), email: email.clone() };
@@ -348,12 +358,12 @@ fn waiting_from(c: &mut AnyConnection, first: &BTreeMap<i64, i64>) -> Result<(),
     match c {
         AnyConnection::Postgresql(pg) => {
             for chunk in new.chunks(CHUNK) {
-                diesel::insert_into(usager_notices::table).values(chunk).execute(pg)?;
+                diesel::insert_into(usager_notices::table).values(chunk).on_conflict_do_nothing().execute(pg)?;
             }
         }
         AnyConnection::Sqlite(sq) => {
             for row in new {
-                diesel::insert_into(usager_notices::table).values(row).execute(sq)?;
+                diesel::insert_into(usager_notices::table).values(row).on_conflict_do_nothing().execute(sq)?;
             }
         }
     }
@@ -460,14 +470,14 @@ pub fn set_use_notices(c: &mut AnyConnection, usager: i64, on: bool, now: Timest
     if use_notices(c, usager)? == on {
         return Ok(false);
     }
-    let exists = usager_notices::table.find(usager).select(usager_notices::usager_id).first::<i64>(c).optional()?.is_some();
-    if exists {
-        diesel::update(usager_notices::table.find(usager)).set(usager_notices::use_notices.eq(on)).execute(c)?;
-    } else {
-        diesel::insert_into(usager_notices::table)
-            .values((usager_notices::usager_id.eq(usager), usager_notices::use_notices.eq(on)))
-            .execute(c)?;
-    }
+    // The row may be written by the notices job at the same time: insert it if missing,
+    // then set the choice.
+    let row = usager_notices::usager_id.eq(usager);
+    match c {
+        AnyConnection::Postgresql(pg) => diesel::insert_into(usager_notices::table).values(row).on_conflict_do_nothing().execute(pg)?,
+        AnyConnection::Sqlite(sq) => diesel::insert_into(usager_notices::table).values(row).on_conflict_do_nothing().execute(sq)?,
+    };
+    diesel::update(usager_notices::table.find(usager)).set(usager_notices::use_notices.eq(on)).execute(c)?;
     let e = Entry::new(Action::UsagerNoticesChanged).usager(usager).detail("use_notices", on).detail("by", "usager").at(now);
     journal::append(c, &[e])?;
     Ok(true)

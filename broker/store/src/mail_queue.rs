@@ -96,6 +96,7 @@ pub struct Claimed {
     pub notice: String,
     /// Attempts so far, this one included.
     pub attempts: i32,
+    pub queued_at: Timestamp,
 }
 
 /// Takes up to `limit` due messages for [`MAIL_CLAIM_SECONDS`]: no other sender takes them
@@ -123,11 +124,11 @@ pub fn claim(c: &mut AnyConnection, now: Timestamp, limit: i64) -> Result<Vec<Cl
         .set((q::claimed_until.eq(now.plus_seconds(MAIL_CLAIM_SECONDS).micros()), q::attempts.eq(q::attempts + 1)))
         .execute(c)?;
         if taken == 1 {
-            let (key, recipient, notice, attempts) = q::table
+            let (key, recipient, notice, attempts, queued) = q::table
                 .find(id)
-                .select((q::idempotency_key, q::recipient, q::notice, q::attempts))
-                .first::<(String, String, String, i32)>(c)?;
-            out.push(Claimed { id, key, recipient, notice, attempts });
+                .select((q::idempotency_key, q::recipient, q::notice, q::attempts, q::created_at))
+                .first::<(String, String, String, i32, i64)>(c)?;
+            out.push(Claimed { id, key, recipient, notice, attempts, queued_at: Timestamp::from_micros(queued) });
         }
     }
     Ok(out)

@@ -71,13 +71,14 @@ pub enum MailError {
 }
 
 impl MailError {
-    /// Trying again cannot help: the recipient or the configuration is wrong, or the
-    /// server refused the message for good (5xx).
+    /// Trying again cannot help this message: its recipient is wrong, or the server
+    /// refused it for good (5xx). A refused sign-in to the server (530 to 539) or a
+    /// configuration mistake is the service's to fix: the message waits.
     pub fn is_permanent(&self) -> bool {
         match self {
-            MailError::Config(_) | MailError::Recipient | MailError::Build(_) => true,
-            MailError::Transport(t) => t.starts_with(PERMANENT),
-            MailError::Outbox(_) => false,
+            MailError::Recipient | MailError::Build(_) => true,
+            MailError::Transport(t) => t.starts_with(PERMANENT) && !t.contains("(code 53"),
+            MailError::Config(_) | MailError::Outbox(_) => false,
         }
     }
 }
@@ -320,6 +321,15 @@ mod tests {
     fn redacts_credentials() {
         assert_eq!(redact_url("smtps://u:p%40ss@smtp.example.fr:465/ehlo?tls=x"), "smtps://smtp.example.fr:465");
         assert_eq!(redact_url("smtp://127.0.0.1:2525"), "smtp://127.0.0.1:2525");
+    }
+
+    #[test]
+    fn only_a_refusal_of_the_message_itself_gives_it_up() {
+        assert!(MailError::Recipient.is_permanent());
+        assert!(MailError::Transport(format!("{PERMANENT} (code 550)")).is_permanent());
+        assert!(!MailError::Transport(format!("{PERMANENT} (code 535)")).is_permanent(), "a refused sign-in to the server waits");
+        assert!(!MailError::Transport("délai dépassé".into()).is_permanent());
+        assert!(!MailError::Config("URL".into()).is_permanent());
     }
 
     #[test]

@@ -35,8 +35,14 @@ impl Pass {
 /// Messages of a pass sent at the same time, each on its own SMTP connection.
 const PARALLEL: usize = 4;
 
+/// Sign-in links are of no use after this many seconds: not sent later.
+const SIGNIN_LINK_SECONDS: i64 = 300;
+
 /// Writes out and sends one claimed message: `Err((permanent, error))` when not delivered.
-fn send_one(mailer: &Mailer, base: &str, m: &mail_queue::Claimed) -> Result<(), (bool, String)> {
+fn send_one(mailer: &Mailer, base: &str, m: &mail_queue::Claimed, now: Timestamp) -> Result<(), (bool, String)> {
+    if m.key.starts_with("connexion:") && now >= m.queued_at.plus_seconds(SIGNIN_LINK_SECONDS) {
+        return Err((true, "lien de connexion expiré avant l'envoi".to_owned()));
+    }
     let notice = serde_json::from_str::<Notice>(&m.notice).map_err(|_| (true, "avis illisible".to_owned()))?;
     let r = notice.render(base);
     mailer
@@ -48,33 +54,40 @@ fn send_one(mailer: &Mailer, base: &str, m: &mail_queue::Claimed) -> Result<(), 
 pub fn deliver_due(db: &Db, mailer: &Mailer, base: &str, now: Timestamp) -> Result<Pass, StoreError> {
     let claimed = db.write(|c| mail_queue::claim(c, now, BATCH))?;
     let per_thread = claimed.len().div_ceil(PARALLEL).max(1);
-    let results: Vec<(&mail_queue::Claimed, Result<(), (bool, String)>)> = std::thread::scope(|s| {
+    // Each message is marked as soon as it is sent: a sender that stops mid-batch sends
+    // again only the message it was sending.
+    let passes: Vec<Pass> = std::thread::scope(|s| {
         let handles: Vec<_> = claimed
             .chunks(per_thread)
-            .map(|chunk| s.spawn(move || chunk.iter().map(|m| (m, send_one(mailer, base, m))).collect::<Vec<_>>()))
+            .map(|chunk| s.spawn(move || chunk.iter().fold(Pass::default(), |mut pass, m| {
+                record(db, m, send_one(mailer, base, m, now), now, &mut pass);
+                pass
+            })))
             .collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+        handles.into_iter().map(|h| h.join().unwrap_or_default()).collect()
     });
-    let mut pass = Pass::default();
-    for (m, result) in results {
-        match result {
-            Ok(()) => {
-                db.write(|c| mail_queue::sent(c, m.id, now))?;
-                pass.sent += 1;
+    Ok(passes.into_iter().fold(Pass::default(), |a, p| Pass { sent: a.sent + p.sent, retry: a.retry + p.retry, given_up: a.given_up + p.given_up }))
+}
+
+/// Marks `m` sent, due again, or given up.
+fn record(db: &Db, m: &mail_queue::Claimed, result: Result<(), (bool, String)>, now: Timestamp, pass: &mut Pass) {
+    match result {
+        Ok(()) => match db.write(|c| mail_queue::sent(c, m.id, now)) {
+            Ok(()) => pass.sent += 1,
+            Err(e) => tracing::error!(message = m.id, error = %e, "e-mail sent but not marked: it may be sent again"),
+        },
+        Err((permanent, error)) => match db.write(|c| mail_queue::failed(c, m, &error, permanent, now)) {
+            Ok(Outcome::Retry { at }) => {
+                tracing::warn!(message = m.id, attempts = m.attempts, error = %error, retry_at = %at.rfc3339(), "e-mail not delivered, tried again later");
+                pass.retry += 1;
             }
-            Err((permanent, error)) => match db.write(|c| mail_queue::failed(c, m, &error, permanent, now))? {
-                Outcome::Retry { at } => {
-                    tracing::warn!(message = m.id, attempts = m.attempts, error = %error, retry_at = %at.rfc3339(), "e-mail not delivered, tried again later");
-                    pass.retry += 1;
-                }
-                Outcome::GivenUp => {
-                    tracing::error!(message = m.id, attempts = m.attempts, error = %error, "e-mail given up");
-                    pass.given_up += 1;
-                }
-            },
-        }
+            Ok(Outcome::GivenUp) => {
+                tracing::error!(message = m.id, attempts = m.attempts, error = %error, "e-mail given up");
+                pass.given_up += 1;
+            }
+            Err(e) => tracing::error!(message = m.id, error = %e, "failed e-mail not marked"),
+        },
     }
-    Ok(pass)
 }
 
 struct Signal {

@@ -34,6 +34,9 @@ CREATE TABLE scheduled_jobs (
     last_duration_micros BIGINT,
     cursor BIGINT NOT NULL DEFAULT 0
 );
+-- The notices to usagers start with the uses journaled from now on, not with the past.
+INSERT INTO scheduled_jobs (name, next_due_at, cursor)
+    SELECT 'avis-usagers', 0, COALESCE(MAX(seq), 0) FROM journal;
 
 -- The last sign-in of each aidant (inactivity reminders), from the journal for the
 -- aidants who signed in before (their creation otherwise). An account already inactive
