@@ -25,6 +25,30 @@ pub enum Backend {
     Postgres,
 }
 
+/// Starts `n` brokers with `env`, every one after the first on the first one's issuer
+/// (one service behind a load balancer).
+pub fn start_brokers(env: &[(String, String)], n: usize) -> Vec<Broker> {
+    let mut brokers: Vec<Broker> = Vec::new();
+    for _ in 0..n {
+        let mut e: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let issuer = brokers.first().map(|b| b.issuer.clone());
+        if let Some(i) = &issuer {
+            e.push(("AC_ISSUER", i));
+        }
+        brokers.push(Broker::start(&e));
+    }
+    brokers
+}
+
+/// Writes the development clock's offset (`AC_DEV_CLOCK_OFFSET_FILE`): written aside then
+/// renamed, so that a broker never reads a half-written offset.
+pub fn write_clock(file: &std::path::Path, offset: i64) {
+    let mut tmp = file.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, offset.to_string()).unwrap();
+    std::fs::rename(&tmp, file).unwrap();
+}
+
 impl Backend {
     /// Adds the database (and on PostgreSQL, Redis and a fresh cache prefix) settings of
     /// this backend to `env`: a SQLite file in `dir`, or a fresh PostgreSQL database,
@@ -144,15 +168,7 @@ impl Idp {
                 *v = new;
             }
         }
-        let mut brokers: Vec<Broker> = Vec::new();
-        for _ in 0..n {
-            let mut e: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            let issuer = brokers.first().map(|b| b.issuer.clone());
-            if let Some(i) = &issuer {
-                e.push(("AC_ISSUER", i));
-            }
-            brokers.push(Broker::start(&e));
-        }
+        let brokers = start_brokers(&env, n);
         Idp {
             brokers,
             pg,
@@ -190,11 +206,7 @@ impl Idp {
     /// Moves the brokers' clock forward by `seconds`.
     pub fn advance(&self, seconds: i64) {
         let o = self.offset.fetch_add(seconds, Ordering::SeqCst) + seconds;
-        // Written aside then renamed: a broker never reads a half-written offset.
-        let mut tmp = self.clock_file.as_os_str().to_owned();
-        tmp.push(".tmp");
-        std::fs::write(&tmp, o.to_string()).unwrap();
-        std::fs::rename(&tmp, &self.clock_file).unwrap();
+        write_clock(&self.clock_file, o);
     }
 
     /// The brokers' time.

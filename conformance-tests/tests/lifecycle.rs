@@ -58,7 +58,7 @@ struct Lab {
     env: Vec<(String, String)>,
     offset: AtomicI64,
     clock_file: PathBuf,
-    work: tempfile::TempDir,
+    _work: tempfile::TempDir,
 }
 
 impl Lab {
@@ -76,18 +76,10 @@ impl Lab {
             ("AC_JOBS_INTERVAL_SECONDS".into(), "1".into()),
         ];
         let pg = backend.store_env(&mut env, work.path(), "lifecycle");
-        let mut brokers: Vec<Broker> = Vec::new();
-        for _ in 0..instances {
-            let mut e: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            let issuer = brokers.first().map(|b| b.issuer.clone());
-            if let Some(i) = &issuer {
-                e.push(("AC_ISSUER", i));
-            }
-            brokers.push(Broker::start(&e));
-        }
+        let brokers = conformance_tests::idp::start_brokers(&env, instances);
         let url = env.iter().find(|(k, _)| k == "DATABASE_URL").unwrap().1.clone();
         let db = Db::open(&DatabaseUrl::parse(&url), 4).unwrap();
-        let lab = Lab { brokers, smtp, earlier: Vec::new(), db, _pg: pg, env, offset: AtomicI64::new(0), clock_file, work };
+        let lab = Lab { brokers, smtp, earlier: Vec::new(), db, _pg: pg, env, offset: AtomicI64::new(0), clock_file, _work: work };
         lab.wait_for("the jobs run at start", || jobs::list(&lab.db, lab.now()).unwrap().iter().all(|j| j.last_run_at.is_some()));
         lab
     }
@@ -103,9 +95,7 @@ impl Lab {
     /// no broker reads it half-written (which it would take for no offset at all).
     fn advance(&self, seconds: i64) {
         let o = self.offset.fetch_add(seconds, Ordering::SeqCst) + seconds;
-        let tmp = self.work.path().join("clock-offset.tmp");
-        std::fs::write(&tmp, o.to_string()).unwrap();
-        std::fs::rename(&tmp, &self.clock_file).unwrap();
+        conformance_tests::idp::write_clock(&self.clock_file, o);
     }
 
     // ---- the operator's CLI -------------------------------------------------------------------

@@ -448,17 +448,6 @@ pub fn mandat_changed(
     Ok(())
 }
 
-/// The démarches `mandat` covers now (its autorisations not revoked).
-pub fn active_demarches(c: &mut AnyConnection, mandat: i64) -> Result<Vec<Demarche>, StoreError> {
-    let keys: Vec<String> = autorisations::table
-        .filter(autorisations::mandat_id.eq(mandat))
-        .filter(autorisations::revoked_at.is_null())
-        .order(autorisations::id)
-        .select(autorisations::demarche)
-        .load(c)?;
-    Ok(keys.iter().filter_map(|k| Demarche::from_key(k)).collect())
-}
-
 /// Whether `usager` receives the notices of use (yes unless they turned them off).
 pub fn use_notices(c: &mut AnyConnection, usager: i64) -> Result<bool, StoreError> {
     Ok(usager_notices::table.find(usager).select(usager_notices::use_notices).first(c).optional()?.unwrap_or(true))

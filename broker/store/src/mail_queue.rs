@@ -32,23 +32,7 @@ pub struct NewMail<'a> {
 /// Queues `m`, due at once. `Ok(false)`: a message with this key was queued before
 /// (nothing written). Works inside the caller's transaction.
 pub fn enqueue(c: &mut AnyConnection, m: &NewMail<'_>, now: Timestamp) -> Result<bool, StoreError> {
-    let notice = serde_json::to_string(m.notice).map_err(|e| StoreError::Invalid(e.to_string()))?;
-    let row = (
-        q::idempotency_key.eq(&m.key),
-        q::kind.eq(m.notice.kind()),
-        q::recipient.eq(m.recipient),
-        q::notice.eq(&notice),
-        q::organisation_id.eq(m.organisation),
-        q::aidant_id.eq(m.aidant),
-        q::usager_id.eq(m.usager),
-        q::created_at.eq(now.micros()),
-        q::next_attempt_at.eq(now.micros()),
-    );
-    let n = match c {
-        AnyConnection::Postgresql(pg) => diesel::insert_into(q::table).values(row).on_conflict_do_nothing().execute(pg)?,
-        AnyConnection::Sqlite(sq) => diesel::insert_into(q::table).values(row).on_conflict_do_nothing().execute(sq)?,
-    };
-    Ok(n == 1)
+    Ok(enqueue_many(c, std::slice::from_ref(m), now)? == 1)
 }
 
 /// Queues every message of `list`, due at once, in few statements; a message whose key was
@@ -236,16 +220,4 @@ pub fn for_organisation(c: &mut AnyConnection, organisation: i64, limit: i64) ->
             },
         })
         .collect())
-}
-
-/// Messages queued for `recipient` with `kind`, oldest first: (key, delivered). For tests
-/// and the operator's checks.
-pub fn keys_for(c: &mut AnyConnection, recipient: &str, kind: &str) -> Result<Vec<(String, bool)>, StoreError> {
-    let rows: Vec<(String, Option<i64>)> = q::table
-        .filter(q::recipient.eq(recipient))
-        .filter(q::kind.eq(kind))
-        .order(q::id)
-        .select((q::idempotency_key, q::sent_at))
-        .load(c)?;
-    Ok(rows.into_iter().map(|(k, s)| (k, s.is_some())).collect())
 }

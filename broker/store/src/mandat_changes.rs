@@ -63,7 +63,7 @@ pub fn renew_mandat(db: &Db, by: &InOrganisation, old_mandat: MandatId, n: &NewM
         journal::append(c, &[renewed.entry(now)])?;
         let content = crate::attestations::content_for_mandat(c, created.mandat_id)?;
         let fingerprint = crate::attestations::record(c, created.mandat_id, "mandat", &content, n.aidant_id, n.organisation_id, n.usager_id, now)?;
-        let demarches = crate::lifecycle::active_demarches(c, created.mandat_id)?;
+        let demarches = crate::mandat_facts::mandat(c, MandatId(created.mandat_id))?.map(|m| m.active_demarches(now)).unwrap_or_default();
         crate::lifecycle::mandat_changed(c, created.mandat_id, MandatChange::Renewed, &demarches, &fingerprint, now)?;
         Ok(created)
     })

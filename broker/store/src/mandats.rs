@@ -184,7 +184,7 @@ pub fn create_mandat_with_attestation(db: &Db, n: &NewMandatForUsager<'_>, now: 
             usager_id,
             now,
         )?;
-        let demarches = crate::lifecycle::active_demarches(c, mandat.mandat_id)?;
+        let demarches = crate::mandat_facts::mandat(c, MandatId(mandat.mandat_id))?.map(|m| m.active_demarches(now)).unwrap_or_default();
         crate::lifecycle::mandat_changed(c, mandat.mandat_id, MandatChange::Created, &demarches, &fingerprint, now)?;
         Ok(CreatedWithAttestation { usager_id, mandat, fingerprint })
     })
