@@ -859,12 +859,13 @@ fn public_pages(c: &mut Check, anon: &mut Client) {
 
     // The usager's space (FranceConnect is not configured here).
     for v in text_corpus() {
-        for name in ["revocation", "erreur"] {
+        for name in ["revocation", "erreur", "avis"] {
             c.send(anon, &format!("GET /espace-usager {name}={}", v.class), Req::get(format!("/espace-usager?{}", with(&[], name, &v))));
         }
-        for path in ["/espace-usager/connexion", "/espace-usager/quitter", "/espace-usager/autorisations/1/revoquer", "/espace-usager/mandats/1/revoquer"] {
+        for path in ["/espace-usager/connexion", "/espace-usager/quitter", "/espace-usager/autorisations/1/revoquer", "/espace-usager/mandats/1/revoquer", "/espace-usager/avis"] {
             c.send(anon, &format!("POST {path} csrf={}", v.class), Req::post_raw_form(path, with(&[], "csrf", &v)));
         }
+        c.send(anon, &format!("POST /espace-usager/avis avis={}", v.class), Req::post_raw_form("/espace-usager/avis", with(&[("csrf", csrf.clone())], "avis", &v)));
     }
     for v in path_corpus() {
         c.send(anon, &format!("GET /espace-usager/revocations/{{fp}} fp={}", v.class), Req::get(format!("/espace-usager/revocations/{}", v.raw)));
